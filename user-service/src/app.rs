@@ -1,0 +1,187 @@
+//! Wiring: opens the store, binds the listener, assembles the gRPC server with its
+//! background tasks, and runs it until a shutdown signal, draining gracefully.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use http::{HeaderName, HeaderValue, Method};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use users_proto::v1::user_service_server::UserServiceServer;
+
+use crate::{
+    config::Config,
+    grpc::UsersApi,
+    relay::{Relay, RelayConfig, redis_pool},
+    retention,
+    store::Store,
+};
+
+/// How long background tasks (relay, retention) get to stop after the server has.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A user-service that is bound and ready to run.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    store: Arc<Store>,
+}
+
+impl Application {
+    /// Opens (and migrates) the database and binds the listen address, so callers
+    /// know the real port before serving starts.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = Store::open(&config.database_url)
+            .await
+            .with_context(|| format!("opening the database {}", config.database_url))?;
+        if config.seed_demo_user
+            && let Some(user) = store.seed_demo_user().await?
+        {
+            tracing::info!(id = user.id, "seeded the demo user");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Application {
+            config,
+            listener,
+            store: Arc::new(store),
+        })
+    }
+
+    /// The address actually bound (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The store the server uses, for tests that look beneath the API.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Serves until `shutdown` completes, then: health turns NOT_SERVING, watch
+    /// streams end, in-flight calls get up to the grace period to finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            config,
+            listener,
+            store,
+        } = self;
+        let stop_tasks = CancellationToken::new();
+        let drain = CancellationToken::new();
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<UserServiceServer<UsersApi>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(users_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let api = UsersApi::new(store.clone(), stop_tasks.clone());
+
+        let mut tasks = JoinSet::new();
+        if let Some(url) = &config.redis_url {
+            let relay_config = RelayConfig {
+                redis_url: url.clone(),
+                stream_key: config.redis_stream_key.clone(),
+                stream_max_len: config.redis_stream_max_len,
+            };
+            let pool = redis_pool(url).context("the Redis URL")?;
+            tasks.spawn(Relay::new(store.clone(), pool, relay_config).run(stop_tasks.clone()));
+        }
+        tasks.spawn(retention::run(
+            store.clone(),
+            config.event_retention,
+            config.redis_url.is_some(),
+            stop_tasks.clone(),
+        ));
+
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            database = %config.database_url,
+            epoch = store.epoch(),
+            head_seq = store.head(),
+            redis = config.redis_url.is_some(),
+            "user-service listening"
+        );
+        let server = Server::builder()
+            .accept_http1(true)
+            .layer(cors_layer(&config.cors_allow_origins)?)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(UserServiceServer::new(api))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                drain.clone().cancelled_owned(),
+            );
+        tokio::pin!(server);
+
+        let result = tokio::select! {
+            result = &mut server => result.map_err(anyhow::Error::from),
+            () = shutdown => {
+                tracing::info!(grace = ?config.shutdown_grace, "shutting down: health NOT_SERVING, draining calls");
+                health.set_not_serving::<UserServiceServer<UsersApi>>().await;
+                health.set_service_status("", ServingStatus::NotServing).await;
+                stop_tasks.cancel();
+                drain.cancel();
+                match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                    Ok(result) => result.map_err(anyhow::Error::from),
+                    Err(_) => {
+                        tracing::warn!("grace period over; stopping with calls still in flight");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        stop_tasks.cancel();
+        if tokio::time::timeout(TASK_STOP_GRACE, tasks.join_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
+        tracing::info!("user-service stopped");
+        result
+    }
+}
+
+/// CORS for gRPC-Web from browsers on `origins` (`*` for any); none when empty.
+fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS origin {o:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(values)
+    };
+    let header = HeaderName::from_static;
+    Ok(CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header("content-type"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header("authorization"),
+            header("x-request-id"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60)))
+}

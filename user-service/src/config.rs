@@ -1,0 +1,116 @@
+//! Command-line flags, each with an environment-variable twin (`--help` lists both).
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The user-service: owns the users database, serves users.v1 over gRPC and
+/// gRPC-Web, and publishes every change as an ordered event.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "user-service", version, about, long_about = None)]
+pub struct Config {
+    /// Address to serve gRPC, gRPC-Web, reflection and health on. Port 0 binds a free
+    /// port; the bound address is logged.
+    #[arg(
+        long = "listen",
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+
+    /// SQLite database URL. The file (and its folder) is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/users.db")]
+    pub database_url: String,
+
+    /// Redis URL (e.g. redis://127.0.0.1:6379). When set, a relay publishes every
+    /// event to a Redis stream; unset, events are served only by WatchUsers.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Key of the Redis stream the relay appends events to.
+    #[arg(long, env = "REDIS_STREAM_KEY", default_value = "users:events")]
+    pub redis_stream_key: String,
+
+    /// Approximate most entries the Redis stream keeps (XADD MAXLEN ~).
+    #[arg(long, env = "REDIS_STREAM_MAX_LEN", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_stream_max_len: u64,
+
+    /// Newest events kept in the database for replay (WatchUsers since_seq);
+    /// unpublished events are kept whatever this says.
+    #[arg(long, env = "EVENT_RETENTION", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_retention: u64,
+
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before the
+    /// server stops anyway (e.g. 10s, 500ms).
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Origins allowed to call gRPC-Web from a browser (comma-separated; `*` for
+    /// any). Empty: no cross-origin browser calls.
+    #[arg(long, env = "CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Create a demo user (id 1, "John Doe") when the database has never held a
+    /// user, so a fresh demo has someone to edit.
+    #[arg(long, env = "SEED_DEMO_USER")]
+    pub seed_demo_user: bool,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, as a run with no flags and no environment would have them,
+    /// but on a given database and a free port: what tests start from.
+    pub fn for_tests(database_url: impl Into<String>) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
+            database_url: database_url.into(),
+            redis_url: None,
+            redis_stream_key: "users:events".into(),
+            redis_stream_max_len: 100_000,
+            event_retention: 100_000,
+            shutdown_grace: Duration::from_secs(10),
+            cors_allow_origins: Vec::new(),
+            seed_demo_user: false,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = Config::try_parse_from(["user-service"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.database_url, "sqlite://data/users.db");
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_zero_retention_is_refused() {
+        assert!(Config::try_parse_from(["user-service", "--event-retention", "0"]).is_err());
+    }
+}

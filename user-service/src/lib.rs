@@ -1,0 +1,18 @@
+//! The user-service: the only writer of the users database. Every create, update
+//! and delete commits together with its event in the `events` table; watchers and
+//! the Redis relay read that table, so an event is never lost and never reordered.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod relay;
+pub mod retention;
+pub mod store;
+pub mod telemetry;
+pub mod watch;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,250 @@
+//! The outbox relay: publishes committed events, in seq order, from the `events`
+//! table to a Redis stream, and records how far it got.
+//!
+//! Entries get the explicit id `<seq>-0` and fields `epoch` and `event` (the
+//! protobuf-encoded `users.v1.UserEvent`). Each batch is appended by one Lua script
+//! that first looks at the stream's newest entry, so the check and the append are
+//! atomic: entries already there are skipped (a relay that crashed after appending
+//! but before recording its cursor publishes nothing twice), and a stream that is
+//! behind the cursor (Redis restarted empty) or holds another database's events is
+//! noticed and refilled from the table. While Redis is down, writes go on and
+//! events wait in the table.
+
+use std::{sync::Arc, time::Duration};
+
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::{events::event_to_proto, store::Store};
+
+/// Events appended per script call.
+const BATCH: u32 = 256;
+/// How often an idle relay checks that the stream still holds what it published.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Redis calls that take longer than this count as Redis being unavailable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// KEYS[1] the stream; ARGV[1] MAXLEN (approximate); ARGV[2] our epoch; ARGV[3] the
+/// newest seq we believe the stream holds; then (seq, event) pairs in seq order.
+/// Returns {status, newest entry id}: status is `ok`, `behind` or `epoch`.
+const APPEND_SCRIPT: &str = r#"
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local top_id = '0-0'
+local top_seq = 0
+if #top > 0 then
+  top_id = top[1][1]
+  top_seq = tonumber(string.match(top_id, '^(%d+)'))
+  local fields = top[1][2]
+  local epoch = nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 'epoch' then epoch = fields[i + 1] end
+  end
+  if epoch ~= ARGV[2] then return {'epoch', top_id} end
+end
+if top_seq < tonumber(ARGV[3]) then return {'behind', top_id} end
+for i = 4, #ARGV, 2 do
+  if tonumber(ARGV[i]) > top_seq then
+    top_id = ARGV[i] .. '-0'
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], top_id, 'epoch', ARGV[2], 'event', ARGV[i + 1])
+    top_seq = tonumber(ARGV[i])
+  end
+end
+return {'ok', top_id}
+"#;
+
+/// Where and how to publish.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub redis_url: String,
+    /// The stream's key.
+    pub stream_key: String,
+    /// Approximate most entries the stream keeps (`XADD MAXLEN ~`).
+    pub stream_max_len: u64,
+}
+
+/// Builds the connection pool; fails only on a malformed URL, never on an
+/// unreachable Redis (that is retried for as long as the relay runs).
+pub fn redis_pool(url: &str) -> anyhow::Result<Pool> {
+    let mut config = deadpool_redis::Config::from_url(url);
+    let mut pool = PoolConfig::new(2);
+    pool.timeouts = Timeouts {
+        wait: Some(REDIS_TIMEOUT),
+        create: Some(REDIS_TIMEOUT),
+        recycle: Some(REDIS_TIMEOUT),
+    };
+    config.pool = Some(pool);
+    Ok(config.create_pool(Some(Runtime::Tokio1))?)
+}
+
+/// What one append call found.
+enum Outcome {
+    /// Published up to this seq.
+    Published { upto: u64, count: usize },
+    /// The stream is behind our cursor, or holds another database's events.
+    Refill { stream_top: u64, foreign: bool },
+}
+
+/// The relay task's state.
+pub struct Relay {
+    store: Arc<Store>,
+    pool: Pool,
+    config: RelayConfig,
+    /// The newest seq known to be on the stream.
+    cursor: u64,
+}
+
+impl Relay {
+    pub fn new(store: Arc<Store>, pool: Pool, config: RelayConfig) -> Relay {
+        Relay {
+            store,
+            pool,
+            config,
+            cursor: 0,
+        }
+    }
+
+    /// Publishes until `shutdown`, retrying with capped backoff while Redis is down.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.cursor = loop {
+            match self.store.published_seq().await {
+                Ok(cursor) => break cursor,
+                Err(error) => tracing::warn!(%error, "relay: cannot read its cursor; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(BACKOFF_CAP) => {}
+            }
+        };
+        let mut head = self.store.watch_head();
+        let mut backoff = BACKOFF_START;
+        let mut failing = false;
+        loop {
+            let wait = match self.step().await {
+                Ok(more) => {
+                    if failing {
+                        tracing::info!(cursor = self.cursor, "relay: publishing to Redis again");
+                    }
+                    failing = false;
+                    backoff = BACKOFF_START;
+                    if more { Duration::ZERO } else { IDLE_CHECK }
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "relay: cannot publish to Redis; events wait in the outbox");
+                    }
+                    failing = true;
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                    wait
+                }
+            };
+            let cursor = self.cursor;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = head.wait_for(|&h| h > cursor), if !failing => {}
+            }
+        }
+    }
+
+    /// One append call; returns whether more events may be waiting right away.
+    async fn step(&mut self) -> anyhow::Result<bool> {
+        match self.append().await? {
+            Outcome::Published { upto, count } => {
+                if upto != self.cursor {
+                    self.cursor = upto;
+                    self.store.set_published_seq(upto).await?;
+                }
+                Ok(count == BATCH as usize)
+            }
+            Outcome::Refill {
+                stream_top,
+                foreign,
+            } => {
+                let oldest = self.store.oldest_seq().await?.unwrap_or(1);
+                let floor =
+                    (oldest - 1).max(self.store.head().saturating_sub(self.config.stream_max_len));
+                if foreign {
+                    tracing::warn!(key = %self.config.stream_key,
+                        "relay: the stream holds another database's events; replacing it");
+                    let mut conn = self.pool.get().await?;
+                    redis::cmd("DEL")
+                        .arg(&self.config.stream_key)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    self.cursor = floor;
+                } else {
+                    tracing::warn!(
+                        stream_top,
+                        cursor = self.cursor,
+                        "relay: the stream lost events (Redis restarted?); publishing them again"
+                    );
+                    self.cursor = stream_top.max(floor);
+                }
+                self.store.set_published_seq(self.cursor).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn append(&self) -> anyhow::Result<Outcome> {
+        let batch = self.store.events_after(self.cursor, BATCH).await?;
+        let epoch = self.store.epoch();
+        // Plain EVAL: the script is small next to a batch of events.
+        let mut invocation = redis::cmd("EVAL");
+        invocation
+            .arg(APPEND_SCRIPT)
+            .arg(1)
+            .arg(&self.config.stream_key)
+            .arg(self.config.stream_max_len)
+            .arg(epoch)
+            .arg(self.cursor);
+        for event in &batch {
+            invocation
+                .arg(event.seq)
+                .arg(event_to_proto(event, epoch).encode_to_vec());
+        }
+        let mut conn = self.pool.get().await?;
+        let (status, top_id): (String, String) =
+            tokio::time::timeout(REDIS_TIMEOUT, invocation.query_async(&mut conn)).await??;
+        let top = parse_entry_seq(&top_id)?;
+        Ok(match status.as_str() {
+            "ok" => Outcome::Published {
+                upto: top.max(self.cursor),
+                count: batch.len(),
+            },
+            "behind" => Outcome::Refill {
+                stream_top: top,
+                foreign: false,
+            },
+            "epoch" => Outcome::Refill {
+                stream_top: top,
+                foreign: true,
+            },
+            other => anyhow::bail!("append script answered {other:?}"),
+        })
+    }
+}
+
+/// The seq of a stream entry id `<seq>-<n>`.
+fn parse_entry_seq(id: &str) -> anyhow::Result<u64> {
+    let seq = id.split('-').next().unwrap_or_default();
+    seq.parse()
+        .map_err(|_| anyhow::anyhow!("stream entry id {id:?} is not <seq>-0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_give_their_seq() {
+        assert_eq!(parse_entry_seq("42-0").unwrap(), 42);
+        assert_eq!(parse_entry_seq("0-0").unwrap(), 0);
+        assert!(parse_entry_seq("x-0").is_err());
+    }
+}
