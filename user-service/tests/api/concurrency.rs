@@ -1,0 +1,83 @@
+use users_proto::v1 as pb;
+
+use crate::helpers::{rename_first, spawn_app};
+
+#[tokio::test]
+async fn sixteen_concurrent_writers_never_see_a_lock_error_nor_lose_an_update() {
+    let app = spawn_app().await;
+    let user = app.create("Ada", "Lovelace").await;
+    const WRITERS: usize = 16;
+    const UPDATES: usize = 200;
+
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                for i in 0..UPDATES {
+                    // Every value differs, so every update is a real change.
+                    client
+                        .update_user(rename_first(user.id, &format!("w{w}-{i}")))
+                        .await
+                        .map_err(|s| format!("writer {w} update {i}: {s:?}"))?;
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+
+    let current = app
+        .client
+        .clone()
+        .get_user(pb::GetUserRequest { id: user.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(current.version, 1 + (WRITERS * UPDATES) as i64);
+    assert_eq!(app.store.head(), 1 + (WRITERS * UPDATES) as u64);
+    let events = app.store.events_after(0, 10_000).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=1 + (WRITERS * UPDATES) as u64).collect::<Vec<_>>()
+    );
+    let versions: Vec<i64> = events.iter().map(|e| e.user.version).collect();
+    assert_eq!(
+        versions,
+        (1..=1 + (WRITERS * UPDATES) as i64).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creates_get_distinct_ids() {
+    let app = spawn_app().await;
+
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..25 {
+                    let request = pb::CreateUserRequest {
+                        user: Some(crate::helpers::user(
+                            Some(&format!("w{w}")),
+                            Some(&format!("{i}")),
+                        )),
+                    };
+                    ids.push(client.create_user(request).await.unwrap().into_inner().id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.extend(task.await.unwrap());
+    }
+
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+}

@@ -1,0 +1,239 @@
+//! `spawn_app`: a user-service on a free port with its own database file, and a
+//! `RedisServer` the test owns (so it can stop and restart it).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+use user_service::{Application, Config, store::Store};
+use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
+
+/// A running user-service and what a test needs to reach and stop it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: UserServiceClient<Channel>,
+    pub store: Arc<Store>,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the database folder alive as long as the app.
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// Sends the shutdown signal and waits for the server to stop.
+    pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    async fn stop_in_place(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(15), handle)
+                .await
+                .expect("the server stops within its grace period")
+                .expect("the server task does not panic")
+                .expect("the server stops cleanly");
+        }
+    }
+
+    /// A channel of its own to the server, for the other services it hosts.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("a valid URI")
+            .connect()
+            .await
+            .expect("connecting to the test server")
+    }
+
+    /// A fresh client on its own connection.
+    pub async fn new_client(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connecting to the test server")
+    }
+
+    /// Creates a user, panicking on failure.
+    pub async fn create(&self, first: &str, last: &str) -> pb::User {
+        self.client
+            .clone()
+            .create_user(pb::CreateUserRequest {
+                user: Some(user(Some(first), Some(last))),
+            })
+            .await
+            .expect("create succeeds")
+            .into_inner()
+    }
+}
+
+/// A user with only the names set.
+pub fn user(first: Option<&str>, last: Option<&str>) -> pb::User {
+    pb::User {
+        first_name: first.map(str::to_owned),
+        last_name: last.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+/// An update of user `id` that sets `first_name` through the mask.
+pub fn rename_first(id: i64, first: &str) -> pb::UpdateUserRequest {
+    pb::UpdateUserRequest {
+        user: Some(pb::User {
+            id,
+            ..user(Some(first), None)
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["first_name".into()],
+        }),
+        expected_version: None,
+    }
+}
+
+/// Starts a user-service on a fresh database in a new temporary folder.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a user-service on a fresh database, with `adjust` applied to its config.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("a temporary folder"));
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let mut config = Config::for_tests(url);
+    adjust(&mut config);
+    spawn_app_in(dir, config).await
+}
+
+/// Starts a user-service with exactly `config`, keeping `dir` alive with it.
+pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: Config) -> TestApp {
+    let app = Application::build(config.clone())
+        .await
+        .expect("the application builds");
+    let addr = app.local_addr();
+    let store = app.store();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let client = UserServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connecting to the test server");
+    TestApp {
+        addr,
+        client,
+        store,
+        config,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts a call failed with `code` and returns the status for further checks.
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `redis-server` owned by one test, on its own port, keeping nothing on disk.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("a temporary folder"),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (like a crash: it keeps nothing).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let dir: PathBuf = self.dir.path().into();
+        let child = Command::new(binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on port 0 over a real socket, a fresh SQLite
+//! file per test, driven by the generated client (and raw HTTP/1.1 for gRPC-Web).
+//! Redis tests start their own `redis-server` on a free port.
+
+mod helpers;
+
+mod concurrency;
+mod crud;
+mod redis_relay;
+mod restart;
+mod transport;
+mod validation;
+mod watch;
