@@ -10,7 +10,9 @@ use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
     let writers: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
     let updates: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2000);
 
@@ -41,7 +43,9 @@ async fn main() -> anyhow::Result<()> {
                             first_name: Some(format!("{label}-{t}-{i}")),
                             ..Default::default()
                         }),
-                        update_mask: Some(prost_types::FieldMask { paths: vec!["first_name".into()] }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["first_name".into()],
+                        }),
                         expected_version: None,
                     };
                     let sent = Instant::now();
@@ -57,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed();
         latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        let pct =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
             "{label}: writers={tasks} updates={} elapsed={:.2}s rate={:.0}/s p50={:?} p99={:?} max={:?}",
             latencies.len(),

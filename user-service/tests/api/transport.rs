@@ -20,6 +20,8 @@ async fn reflection_v1_lists_every_service_and_describes_ours_with_its_imports()
     let requests = [
         MessageRequest::ListServices(String::new()),
         MessageRequest::FileContainingSymbol("users.v1.UserService".into()),
+        // grpcurl asks for each import by name next.
+        MessageRequest::FileByFilename("google/protobuf/field_mask.proto".into()),
     ]
     .map(|m| ServerReflectionRequest {
         host: String::new(),
@@ -40,6 +42,11 @@ async fn reflection_v1_lists_every_service_and_describes_ours_with_its_imports()
         responses.message().await.unwrap().unwrap().message_response
     else {
         panic!("expected file descriptors");
+    };
+    let Some(MessageResponse::FileDescriptorResponse(import)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected the imported file");
     };
 
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
