@@ -74,6 +74,10 @@ async fn reflection_v1_lists_every_service_and_describes_ours_with_its_imports()
         files.iter().any(|f| f == "users/v1/users.proto"),
         "{files:?}"
     );
+    let import =
+        prost_types::FileDescriptorProto::decode(import.file_descriptor_proto[0].as_slice())
+            .unwrap();
+    assert_eq!(import.name(), "google/protobuf/field_mask.proto");
 }
 
 #[tokio::test]
@@ -154,6 +158,8 @@ async fn health_turns_not_serving_when_shutdown_starts() {
         next.unwrap().unwrap().unwrap().status(),
         ServingStatus::NotServing
     );
+    // An open health watch would hold the drain until the grace period ends.
+    drop(watch);
     stopping.await.unwrap();
 }
 
