@@ -35,7 +35,7 @@ impl Application {
     /// Opens (and migrates) the database and binds the listen address, so callers
     /// know the real port before serving starts.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::open(&config.database_url)
+        let store = Store::open(&config.database_url, config.durability)
             .await
             .with_context(|| format!("opening the database {}", config.database_url))?;
         if config.seed_demo_user

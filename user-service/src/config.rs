@@ -4,6 +4,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
+use crate::store::Durability;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -31,6 +33,12 @@ pub struct Config {
     /// SQLite database URL. The file (and its folder) is created if missing.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/users.db")]
     pub database_url: String,
+
+    /// What an answered write survives: `full` fsyncs every commit (survives a power
+    /// loss; concurrent writes share commits), `normal` only survives a crash of the
+    /// process.
+    #[arg(long, env = "DURABILITY", value_enum, default_value_t = Durability::Full)]
+    pub durability: Durability,
 
     /// Redis URL (e.g. redis://127.0.0.1:6379). When set, a relay publishes every
     /// event to a Redis stream; unset, events are served only by WatchUsers.
@@ -79,6 +87,7 @@ impl Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("a valid address"),
             database_url: database_url.into(),
+            durability: Durability::Full,
             redis_url: None,
             redis_stream_key: "users:events".into(),
             redis_stream_max_len: 100_000,

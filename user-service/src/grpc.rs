@@ -199,7 +199,7 @@ fn fields_to_update(paths: &[String], user: &pb::User) -> Result<Vec<Field>, Err
 }
 
 /// Validates the new value of each field to update.
-fn changes_for(fields: &[Field], user: &pb::User) -> Result<Changes, Error> {
+fn changes_for(fields: &[Field], user: &pb::User) -> Result<Changes, Vec<FieldViolation>> {
     let mut violations = Vec::new();
     let mut changes = Changes::default();
     for &field in fields {
@@ -216,7 +216,7 @@ fn changes_for(fields: &[Field], user: &pb::User) -> Result<Changes, Error> {
     if violations.is_empty() {
         Ok(changes)
     } else {
-        Err(Error::Invalid(violations))
+        Err(violations)
     }
 }
 
@@ -260,7 +260,7 @@ mod tests {
     fn a_star_mask_updates_both_and_requires_both() {
         let fields = fields_to_update(&["*".into()], &user(Some("a"), None)).unwrap();
         assert_eq!(fields, Field::ALL);
-        let Err(Error::Invalid(violations)) = changes_for(&fields, &user(Some("a"), None)) else {
+        let Err(violations) = changes_for(&fields, &user(Some("a"), None)) else {
             panic!("a missing last_name must be required");
         };
         assert_eq!(violations, [FieldViolation::new("last_name", MSG_REQUIRED)]);

@@ -81,3 +81,60 @@ async fn concurrent_creates_get_distinct_ids() {
     ids.dedup();
     assert_eq!(ids.len(), 200);
 }
+
+#[tokio::test]
+async fn failing_writes_committed_in_the_same_batch_as_good_ones_undo_only_themselves() {
+    let app = spawn_app().await;
+    let user = app.create("Ada", "Lovelace").await;
+
+    let tasks: Vec<_> = (0..16)
+        .map(|w| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for i in 0..50 {
+                    let mut request = rename_first(user.id, &format!("w{w}-{i}"));
+                    if w % 2 == 1 {
+                        request.expected_version = Some(-1);
+                    }
+                    outcomes.push(
+                        client
+                            .update_user(request)
+                            .await
+                            .map(|_| ())
+                            .map_err(|s| s.code()),
+                    );
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.unwrap());
+    }
+
+    let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+    let stale = outcomes
+        .iter()
+        .filter(|o| **o == Err(tonic::Code::FailedPrecondition))
+        .count();
+    assert_eq!((ok, stale), (400, 400));
+    let current = app
+        .client
+        .clone()
+        .get_user(pb::GetUserRequest { id: user.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(current.version, 401);
+    let seqs: Vec<u64> = app
+        .store
+        .events_after(0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=401).collect::<Vec<_>>());
+}

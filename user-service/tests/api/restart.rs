@@ -46,7 +46,8 @@ async fn the_default_database_folder_is_created_when_missing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/deeper/users.db");
 
-    let store = user_service::store::Store::open(&format!("sqlite://{}", path.display()))
+    let url = format!("sqlite://{}", path.display());
+    let store = user_service::store::Store::open(&url, user_service::store::Durability::Full)
         .await
         .expect("the store opens");
 

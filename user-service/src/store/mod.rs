@@ -1,10 +1,13 @@
 //! The SQLite database: users, the event log, and the database's identity.
 //!
-//! Every write goes through one connection behind a mutex, inside `BEGIN IMMEDIATE`,
-//! so writers queue in order instead of failing with "database is locked", and a
-//! change and its event commit together. Reads use a separate pool and, in WAL mode,
-//! never wait for the writer. Committed events are handed to in-process watchers in
-//! seq order while the write lock is still held.
+//! Every write goes to one writer task (`writer`), which owns the only write
+//! connection and commits queued writes in batches inside `BEGIN IMMEDIATE`: writers
+//! queue in order instead of failing with "database is locked", a change and its
+//! event commit together, and many changes share one fsync. Reads use a separate
+//! pool and, in WAL mode, never wait for the writer. Committed events reach
+//! in-process watchers in seq order.
+
+mod writer;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -12,15 +15,27 @@ use sqlx::{
     Connection, SqliteConnection, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use tokio::sync::{Mutex, broadcast, watch};
+use tokio::sync::{broadcast, watch};
+use writer::{Feed, Write, Writer, Written};
 
 use crate::{
-    domain::{Action, Changes, Event, Field, User},
+    domain::{Action, Changes, Event, Field, FieldViolation, User},
     error::Error,
 };
 
+/// How much a commit survives, SQLite's `synchronous` setting in WAL mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// fsync on every commit: an answered write survives a power loss.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: an answered write survives a crash of the process,
+    /// but the last ones may be lost on a power loss. Faster on slow disks.
+    Normal,
+}
+
 /// How long a connection waits for another process's lock before failing. Our own
-/// writers never wait on each other here: they queue on the write mutex.
+/// writers never wait on each other here: they queue for the writer task.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Committed events buffered for in-process watchers; a watcher further behind
 /// catches up from the table instead.
@@ -34,10 +49,9 @@ const SELECT_USER_BY_ID: &str =
 /// The users database and the live feed of its committed events.
 pub struct Store {
     reads: SqlitePool,
-    writer: Mutex<SqliteConnection>,
+    writer: Writer,
     epoch: String,
-    live: broadcast::Sender<Arc<Event>>,
-    head: watch::Sender<u64>,
+    feed: Arc<Feed>,
 }
 
 /// A page of users from [`Store::list_users`].
@@ -50,15 +64,17 @@ pub struct UserPage {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url`, applies the migrations, and
-    /// reads the epoch and the newest seq.
-    pub async fn open(url: &str) -> Result<Store, Error> {
+    /// Opens (creating if missing) the database at `url`, applies the migrations,
+    /// reads the epoch and the newest seq, and starts the writer task.
+    pub async fn open(url: &str, durability: Durability) -> Result<Store, Error> {
+        let synchronous = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL survives a crash of this process (every commit is in the
-            // WAL); only a power loss may drop the last commits.
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         if let Some(dir) = options.get_filename().parent() {
@@ -82,12 +98,15 @@ impl Store {
             .fetch_one(&reads)
             .await?;
         let (live, _) = broadcast::channel(LIVE_EVENT_BUFFER);
-        Ok(Store {
-            reads,
-            writer: Mutex::new(writer),
-            epoch,
+        let feed = Arc::new(Feed {
             live,
             head: watch::Sender::new(head as u64),
+        });
+        Ok(Store {
+            reads,
+            writer: Writer::spawn(writer, feed.clone()),
+            epoch,
+            feed,
         })
     }
 
@@ -98,18 +117,18 @@ impl Store {
 
     /// The newest committed seq (0 when no event was ever recorded).
     pub fn head(&self) -> u64 {
-        *self.head.borrow()
+        *self.feed.head.borrow()
     }
 
     /// Follows the newest committed seq, to wake tasks when events commit.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
-        self.head.subscribe()
+        self.feed.head.subscribe()
     }
 
     /// Every event committed from now on, in seq order. Subscribe before reading the
     /// table so that nothing falls between the two.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.live.subscribe()
+        self.feed.live.subscribe()
     }
 
     /// Users ordered by id, after `after_id`, skipping `skip`, at most `limit`, with
@@ -150,96 +169,45 @@ impl Store {
 
     /// Creates a user at version 1 and records its create event.
     pub async fn create_user(&self, first_name: String, last_name: String) -> Result<User, Error> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let now = now_micros();
-        let user: User = sqlx::query_as(
-            "INSERT INTO users (first_name, last_name, create_time, update_time, version)
-             VALUES (?, ?, ?, ?, 1)
-             RETURNING id, first_name, last_name, create_time, update_time, version",
-        )
-        .bind(first_name)
-        .bind(last_name)
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let event = insert_event(&mut tx, Action::Create, &user, Field::ALL.to_vec(), now).await?;
-        tx.commit().await?;
-        self.announce(event);
-        Ok(user)
+        let write = Write::Create {
+            first_name,
+            last_name,
+        };
+        self.write_user(write).await
     }
 
     /// Applies `changes` to user `id`. A change that alters no value returns the user
-    /// untouched: no new version, no event. `violations` found by the caller are
+    /// untouched: no new version, no event. Violations found by the caller are
     /// reported only once the user is known to exist and the version matches, the
     /// order in which DRF and HTTP preconditions report them.
     pub async fn update_user(
         &self,
         id: i64,
-        changes: Result<Changes, Error>,
+        changes: Result<Changes, Vec<FieldViolation>>,
         expected_version: Option<i64>,
     ) -> Result<User, Error> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut user = fetch_user(&mut tx, id).await?;
-        check_version(&user, expected_version)?;
-        let changes = changes?;
-
-        let changed: Vec<Field> = Field::ALL
-            .into_iter()
-            .filter(|&f| changes.get(f).is_some_and(|v| v.as_str() != user.get(f)))
-            .collect();
-        if changed.is_empty() {
-            return Ok(user);
-        }
-        for &field in &changed {
-            let value = changes
-                .get(field)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            user.set(field, value);
-        }
-        let now = now_micros();
-        user.update_time = now;
-        user.version += 1;
-        sqlx::query(
-            "UPDATE users SET first_name = ?, last_name = ?, update_time = ?, version = ? WHERE id = ?",
-        )
-        .bind(&user.first_name)
-        .bind(&user.last_name)
-        .bind(user.update_time)
-        .bind(user.version)
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
-        let event = insert_event(&mut tx, Action::Update, &user, changed, now).await?;
-        tx.commit().await?;
-        self.announce(event);
-        Ok(user)
+        let write = Write::Update {
+            id,
+            changes,
+            expected_version,
+        };
+        self.write_user(write).await
     }
 
     /// Deletes user `id` and records a delete event carrying the user as it was.
     pub async fn delete_user(&self, id: i64, expected_version: Option<i64>) -> Result<User, Error> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let user = fetch_user(&mut tx, id).await?;
-        check_version(&user, expected_version)?;
-        sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let event = insert_event(
-            &mut tx,
-            Action::Delete,
-            &user,
-            Field::ALL.to_vec(),
-            now_micros(),
-        )
-        .await?;
-        tx.commit().await?;
-        self.announce(event);
-        Ok(user)
+        self.write_user(Write::Delete {
+            id,
+            expected_version,
+        })
+        .await
+    }
+
+    async fn write_user(&self, write: Write) -> Result<User, Error> {
+        match self.writer.submit(write).await? {
+            Written::User(user) => Ok(user),
+            Written::Count(_) => Err(Error::Internal("a user write answered a count".into())),
+        }
     }
 
     /// Up to `limit` events with a seq greater than `after`, in seq order.
@@ -277,11 +245,7 @@ impl Store {
 
     /// Records that every event up to `seq` is on the Redis stream.
     pub async fn set_published_seq(&self, seq: u64) -> Result<(), Error> {
-        let mut writer = self.writer.lock().await;
-        sqlx::query("UPDATE meta SET value = ? WHERE key = 'published_seq'")
-            .bind(seq.to_string())
-            .execute(&mut *writer)
-            .await?;
+        self.writer.submit(Write::SetPublished { seq }).await?;
         Ok(())
     }
 
@@ -295,12 +259,10 @@ impl Store {
         if bound < oldest {
             return Ok(0);
         }
-        let mut writer = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM events WHERE seq <= ?")
-            .bind(bound as i64)
-            .execute(&mut *writer)
-            .await?;
-        Ok(done.rows_affected())
+        match self.writer.submit(Write::Prune { upto: bound }).await? {
+            Written::Count(deleted) => Ok(deleted),
+            Written::User(_) => Err(Error::Internal("a prune answered a user".into())),
+        }
     }
 
     /// Creates one demo user when the database holds none, so a fresh demo has a
@@ -319,15 +281,6 @@ impl Store {
             .await
             .map(Some)
     }
-
-    /// Hands a committed event to in-process watchers. Called with the write lock
-    /// held, so events go out in seq order.
-    fn announce(&self, event: Event) {
-        let seq = event.seq;
-        // No receivers is fine: watchers read the table when they start.
-        let _ = self.live.send(Arc::new(event));
-        self.head.send_replace(seq);
-    }
 }
 
 fn create_parent_dir(dir: &Path) -> Result<(), Error> {
@@ -336,61 +289,6 @@ fn create_parent_dir(dir: &Path) -> Result<(), Error> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))
-}
-
-async fn fetch_user(conn: &mut SqliteConnection, id: i64) -> Result<User, Error> {
-    sqlx::query_as(SELECT_USER_BY_ID)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::NotFound)
-}
-
-fn check_version(user: &User, expected: Option<i64>) -> Result<(), Error> {
-    match expected {
-        Some(expected) if expected != user.version => Err(Error::VersionMismatch {
-            expected,
-            current: user.version,
-        }),
-        _ => Ok(()),
-    }
-}
-
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    action: Action,
-    user: &User,
-    changed: Vec<Field>,
-    commit_time: i64,
-) -> Result<Event, Error> {
-    let changed_text = changed
-        .iter()
-        .map(|f| f.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO events (action, user_id, first_name, last_name, create_time, update_time,
-                             version, changed, commit_time)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-    )
-    .bind(action as i64)
-    .bind(user.id)
-    .bind(&user.first_name)
-    .bind(&user.last_name)
-    .bind(user.create_time)
-    .bind(user.update_time)
-    .bind(user.version)
-    .bind(changed_text)
-    .bind(commit_time)
-    .fetch_one(conn)
-    .await?;
-    Ok(Event {
-        seq: seq as u64,
-        action,
-        user: user.clone(),
-        changed,
-        commit_time,
-    })
 }
 
 #[derive(sqlx::FromRow)]
