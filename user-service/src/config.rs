@@ -2,19 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub use service_runtime::LogFormat;
 
 use crate::store::Durability;
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
 
 /// The user-service: owns the users database, serves users.v1 over gRPC and
 /// gRPC-Web, and publishes every change as an ordered event.

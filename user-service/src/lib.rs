@@ -11,7 +11,6 @@ pub mod grpc;
 pub mod relay;
 pub mod retention;
 pub mod store;
-pub mod telemetry;
 pub mod watch;
 
 pub use app::Application;

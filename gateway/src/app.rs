@@ -1,0 +1,193 @@
+//! Wiring: binds the listener, builds the user-service clients, the hub and its
+//! event source, and serves until a shutdown signal; then every socket is closed
+//! with 1001, in-flight requests finish, and the process exits.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::{Channel, Endpoint};
+use users_proto::v1::user_service_client::UserServiceClient;
+
+use crate::{
+    config::Config,
+    events::{self, Hub},
+    handlers::Context,
+    routes::{self, Routes},
+    ws::SocketConfig,
+};
+
+/// How long the event source gets to stop after the sockets have.
+const SOURCE_STOP_GRACE: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive on the WatchUsers connection, so a vanished user-service is
+/// noticed even when no event flows.
+const WATCH_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// A gateway that is bound and ready to run.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    context: Context,
+    watch_client: UserServiceClient<Channel>,
+    redis: Option<deadpool_redis::redis::Client>,
+}
+
+impl Application {
+    /// Binds the listen address and prepares the clients (connections are made
+    /// lazily, so a user-service that is not up yet is not an error here).
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let listener = bind(&config).with_context(|| format!("binding {}", config.listen))?;
+        let endpoint = Endpoint::from_shared(config.user_service_url.clone())
+            .with_context(|| format!("the user-service URL {:?}", config.user_service_url))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        let rest_channel = endpoint
+            .clone()
+            .timeout(config.request_timeout)
+            .connect_lazy();
+        let watch_channel = endpoint
+            .http2_keep_alive_interval(WATCH_KEEP_ALIVE)
+            .keep_alive_timeout(WATCH_KEEP_ALIVE)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let (redis, pool) = match &config.redis_url {
+            Some(url) => {
+                let client =
+                    deadpool_redis::redis::Client::open(url.as_str()).context("the Redis URL")?;
+                let pool = deadpool_redis::Config::from_url(url)
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .context("the Redis URL")?;
+                (Some(client), Some(pool))
+            }
+            None => (None, None),
+        };
+        let hub = Arc::new(Hub::new(
+            usize::try_from(config.replay_window).unwrap_or(usize::MAX),
+            usize::try_from(config.ws_queue).unwrap_or(usize::MAX),
+        ));
+        let context = Context {
+            users: UserServiceClient::new(rest_channel.clone()),
+            health: tonic_health::pb::health_client::HealthClient::new(rest_channel),
+            redis: pool,
+            hub,
+        };
+        Ok(Application {
+            config,
+            listener,
+            context,
+            watch_client: UserServiceClient::new(watch_channel),
+            redis,
+        })
+    }
+
+    /// The address actually bound (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            config,
+            listener,
+            context,
+            watch_client,
+            redis,
+        } = self;
+        let hub = context.hub.clone();
+        let stop_source = CancellationToken::new();
+        let stop_serving = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let source = match redis {
+            Some(client) => {
+                let source = events::redis::RedisSource {
+                    client,
+                    stream_key: config.redis_stream_key.clone(),
+                };
+                tokio::spawn(events::redis::run(
+                    source,
+                    watch_client,
+                    hub.clone(),
+                    stop_source.clone(),
+                ))
+            }
+            None => tokio::spawn(events::watch::run(
+                watch_client,
+                hub.clone(),
+                stop_source.clone(),
+            )),
+        };
+
+        let filter = routes::build(Routes {
+            context,
+            hub: hub.clone(),
+            sockets: SocketConfig {
+                ping_interval: config.ws_ping_interval,
+                ping_timeout: config.ws_ping_timeout,
+            },
+            shutdown: stop_serving.clone(),
+            tracker: tracker.clone(),
+            web_dir: config.web_dir.clone(),
+            ready_timeout: config.connect_timeout,
+        });
+        let listen = listener.local_addr()?;
+        tracing::info!(
+            listen = %listen,
+            user_service = %config.user_service_url,
+            events = if config.redis_url.is_some() { "redis" } else { "watch" },
+            "gateway listening"
+        );
+        let server = tokio::spawn(
+            warp::serve(filter)
+                .incoming(listener)
+                .graceful(stop_serving.clone().cancelled_owned())
+                .run(),
+        );
+
+        shutdown.await;
+        tracing::info!(
+            sockets = hub.socket_count(),
+            grace = ?config.shutdown_grace,
+            "shutting down: closing sockets with 1001, draining requests"
+        );
+        stop_serving.cancel();
+        tracker.close();
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            tracker.wait().await;
+            let _ = server.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("grace period over; stopping with connections still open");
+        }
+        stop_source.cancel();
+        if tokio::time::timeout(SOURCE_STOP_GRACE, source)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the event source did not stop in time");
+        }
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// Binds the listener; with `--tcp-send-buffer`, accepted connections inherit that
+/// SO_SNDBUF from it.
+fn bind(config: &Config) -> std::io::Result<TcpListener> {
+    let socket = if config.listen.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if let Some(size) = config.tcp_send_buffer {
+        socket.set_send_buffer_size(size)?;
+    }
+    socket.bind(config.listen)?;
+    socket.listen(1024)
+}

@@ -1,0 +1,557 @@
+//! Events: one source task per gateway (the Redis stream, or the user-service's
+//! WatchUsers) feeds the [`Hub`], which turns each event into its JSON frame once,
+//! keeps a bounded window of recent frames for resuming sockets, and hands the same
+//! frame to every socket's bounded queue.
+
+pub mod redis;
+pub mod watch;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch as state};
+use tokio_util::sync::CancellationToken;
+use users_proto::v1 as pb;
+use warp::ws::Message;
+
+use crate::json::UserJson;
+
+/// One event's frame, encoded once and shared (a cloned `Message` shares its
+/// buffer) by every socket and the replay window.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub seq: u64,
+    pub message: Message,
+}
+
+/// What the hub queues towards a socket.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    /// A `user_update` frame.
+    Event(Frame),
+    /// The source lost continuity: a `resync` frame; the socket's seq filter
+    /// restarts from the new position.
+    Resync { message: Message, seq: u64 },
+}
+
+/// Where a reconnecting client says it stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub since: u64,
+    /// `None` when the client gave none (not checked, as WatchUsers does).
+    pub epoch: Option<String>,
+}
+
+/// How a new socket starts, decided atomically with its registration so no event
+/// falls between the replay and the live queue.
+#[derive(Debug)]
+pub enum Start {
+    /// Live events only, after `hello`.
+    Live,
+    /// These frames (every event after `since`), then live ones.
+    Replay(Vec<Frame>),
+    /// The gap cannot be replayed: send this `resync` frame, then live ones.
+    Resync(Message),
+}
+
+/// A socket's place in the hub: its queue, and the token the hub cancels when the
+/// queue overflows. Dropping it unregisters the socket.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    id: u64,
+    /// Frames for this socket, in seq order.
+    pub queue: mpsc::Receiver<Outbound>,
+    /// Cancelled by the hub when the queue overflowed: close with 1013.
+    pub overflowed: CancellationToken,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.lock().sockets.remove(&self.id);
+    }
+}
+
+/// What a socket gets when it joins.
+pub struct Joined {
+    /// The `hello` frame: the newest seq and the epoch.
+    pub hello: Message,
+    /// The seq after which this socket wants events.
+    pub after: u64,
+    pub start: Start,
+    pub subscription: Subscription,
+}
+
+struct Socket {
+    queue: mpsc::Sender<Outbound>,
+    overflowed: CancellationToken,
+}
+
+struct State {
+    epoch: String,
+    /// The newest seq the hub has seen (or was told of).
+    head: u64,
+    /// The newest frames, oldest first, contiguous in seq.
+    window: VecDeque<Frame>,
+    sockets: HashMap<u64, Socket>,
+    next_id: u64,
+}
+
+/// The fan-out point between the one event source and every socket.
+pub struct Hub {
+    state: Mutex<State>,
+    live: state::Sender<bool>,
+    window_cap: usize,
+    queue_len: usize,
+}
+
+impl Hub {
+    /// `window_cap` frames are kept for resuming; each socket queues `queue_len`.
+    pub fn new(window_cap: usize, queue_len: usize) -> Hub {
+        Hub {
+            state: Mutex::new(State {
+                epoch: String::new(),
+                head: 0,
+                window: VecDeque::new(),
+                sockets: HashMap::new(),
+                next_id: 0,
+            }),
+            live: state::channel(false).0,
+            window_cap: window_cap.max(1),
+            queue_len: queue_len.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many frames the window keeps.
+    pub fn window_cap(&self) -> usize {
+        self.window_cap
+    }
+
+    /// The epoch and newest seq.
+    pub fn position(&self) -> (String, u64) {
+        let state = self.lock();
+        (state.epoch.clone(), state.head)
+    }
+
+    /// Whether the source is following its stream (readiness, and new sockets).
+    pub fn is_live(&self) -> bool {
+        *self.live.borrow()
+    }
+
+    /// The source says whether it is following its stream.
+    pub fn set_live(&self, live: bool) {
+        self.live.send_if_modified(|current| {
+            let changed = *current != live;
+            *current = live;
+            changed
+        });
+    }
+
+    /// Waits up to `timeout` for the source to be live.
+    pub async fn wait_live(&self, timeout: Duration) -> bool {
+        let mut live = self.live.subscribe();
+        tokio::time::timeout(timeout, live.wait_for(|l| *l))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// How many sockets are registered.
+    pub fn socket_count(&self) -> usize {
+        self.lock().sockets.len()
+    }
+
+    /// The source starts again from `(epoch, head)` with no continuity to what came
+    /// before: the window is emptied and every socket gets a `resync` frame.
+    pub fn reposition(&self, epoch: &str, head: u64) {
+        let mut state = self.lock();
+        state.epoch = epoch.to_owned();
+        state.head = head;
+        state.window.clear();
+        let message = Message::text(resync_json(head, epoch));
+        fan_out(&mut state, &Outbound::Resync { message, seq: head });
+    }
+
+    /// Adds an event to the window without sending it: the start-up fill of events
+    /// that happened before anyone here could be watching.
+    pub fn remember(&self, event: &pb::UserEvent) {
+        let frame = encode(event);
+        let mut state = self.lock();
+        self.push(&mut state, event, frame);
+    }
+
+    /// Adds an event to the window and queues its frame to every socket. A socket
+    /// whose queue is full is cut loose and told so; the others never wait.
+    pub fn publish(&self, event: &pb::UserEvent) {
+        let frame = encode(event);
+        let mut state = self.lock();
+        if let Some(frame) = self.push(&mut state, event, frame) {
+            fan_out(&mut state, &Outbound::Event(frame));
+        }
+    }
+
+    fn push(
+        &self,
+        state: &mut State,
+        event: &pb::UserEvent,
+        frame: Option<Frame>,
+    ) -> Option<Frame> {
+        if state.epoch.is_empty() {
+            state.epoch = event.epoch.clone();
+        }
+        state.head = state.head.max(event.seq);
+        let frame = frame?;
+        if state
+            .window
+            .back()
+            .is_some_and(|last| last.seq + 1 != frame.seq)
+        {
+            // Frames must stay contiguous for replay to be exact.
+            state.window.clear();
+        }
+        state.window.push_back(frame.clone());
+        while state.window.len() > self.window_cap {
+            state.window.pop_front();
+        }
+        Some(frame)
+    }
+
+    /// Registers a socket and decides how it starts: live, a replay of the window
+    /// after `since`, or `resync` when that gap is not in the window or the epoch
+    /// is not ours.
+    pub fn join(self: &Arc<Self>, resume: Option<&Resume>) -> Joined {
+        let (queue, receiver) = mpsc::channel(self.queue_len);
+        let overflowed = CancellationToken::new();
+        let mut state = self.lock();
+        let hello = Message::text(hello_json(state.head, &state.epoch));
+        let (after, start) = match resume {
+            None => (state.head, Start::Live),
+            Some(resume) => decide_start(&state, resume),
+        };
+        let id = state.next_id;
+        state.next_id += 1;
+        state.sockets.insert(
+            id,
+            Socket {
+                queue,
+                overflowed: overflowed.clone(),
+            },
+        );
+        drop(state);
+        Joined {
+            hello,
+            after,
+            start,
+            subscription: Subscription {
+                hub: self.clone(),
+                id,
+                queue: receiver,
+                overflowed,
+            },
+        }
+    }
+}
+
+fn decide_start(state: &State, resume: &Resume) -> (u64, Start) {
+    let resync = || {
+        (
+            state.head,
+            Start::Resync(Message::text(resync_json(state.head, &state.epoch))),
+        )
+    };
+    let epoch_matches = resume.epoch.as_deref() == Some(state.epoch.as_str());
+    if resume.epoch.is_some() && !epoch_matches {
+        return resync();
+    }
+    let since = resume.since;
+    if since >= state.head {
+        // Ahead of us is fine when the epoch is vouched for: this gateway is a
+        // little behind another one; events up to `since` are skipped.
+        return if since == state.head || epoch_matches {
+            (since, Start::Live)
+        } else {
+            resync()
+        };
+    }
+    match state.window.front() {
+        Some(oldest) if oldest.seq <= since + 1 => {
+            let frames = state
+                .window
+                .iter()
+                .filter(|f| f.seq > since)
+                .cloned()
+                .collect();
+            (since, Start::Replay(frames))
+        }
+        _ => resync(),
+    }
+}
+
+/// Queues `item` to every socket; full queues are cut loose, closed ones dropped.
+fn fan_out(state: &mut State, item: &Outbound) {
+    state
+        .sockets
+        .retain(|_, socket| match socket.queue.try_send(item.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                socket.overflowed.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+}
+
+#[derive(Serialize)]
+struct UpdateFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    epoch: &'a str,
+    data: UpdateData<'a>,
+}
+
+#[derive(Serialize)]
+struct UpdateData<'a> {
+    action: &'static str,
+    user: UserJson,
+    changed: &'a [String],
+}
+
+/// An event's `user_update` frame; `None` for an event with no action or user
+/// (never sent by a correct user-service).
+pub fn encode(event: &pb::UserEvent) -> Option<Frame> {
+    let action = match pb::Action::try_from(event.action).ok()? {
+        pb::Action::Create => "create",
+        pb::Action::Update => "update",
+        pb::Action::Delete => "delete",
+        pb::Action::Unspecified => return None,
+    };
+    let frame = UpdateFrame {
+        kind: "user_update",
+        seq: event.seq,
+        epoch: &event.epoch,
+        data: UpdateData {
+            action,
+            user: UserJson::from(event.user.as_ref()?),
+            changed: &event.changed_fields,
+        },
+    };
+    let text = serde_json::to_string(&frame).ok()?;
+    Some(Frame {
+        seq: event.seq,
+        message: Message::text(text),
+    })
+}
+
+/// `{"type": "hello", "seq": …, "epoch": …}`.
+pub fn hello_json(seq: u64, epoch: &str) -> String {
+    serde_json::json!({ "type": "hello", "seq": seq, "epoch": epoch }).to_string()
+}
+
+/// `{"type": "resync", …}`, with the position the client's refetch will be at
+/// least as new as (additive keys, for its next resume).
+pub fn resync_json(seq: u64, epoch: &str) -> String {
+    serde_json::json!({ "type": "resync", "seq": seq, "epoch": epoch }).to_string()
+}
+
+/// Capped exponential backoff for reconnecting sources.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const START: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(5);
+
+    /// Starts at the smallest wait.
+    pub fn new() -> Backoff {
+        Backoff { next: Self::START }
+    }
+
+    /// The wait before the next attempt; doubles up to the cap.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        wait
+    }
+
+    /// After a success, start small again.
+    pub fn reset(&mut self) {
+        self.next = Self::START;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Timestamp;
+
+    fn event(seq: u64, first: &str) -> pb::UserEvent {
+        pb::UserEvent {
+            seq,
+            epoch: "e1".into(),
+            action: pb::Action::Update as i32,
+            user: Some(pb::User {
+                id: 7,
+                first_name: Some(first.into()),
+                last_name: Some("Doe".into()),
+                create_time: Some(Timestamp {
+                    seconds: 1_768_298_400,
+                    nanos: 123_456_000,
+                }),
+                update_time: Some(Timestamp {
+                    seconds: 1_768_298_401,
+                    nanos: 0,
+                }),
+                version: 2,
+            }),
+            changed_fields: vec!["first_name".into()],
+            commit_time: None,
+        }
+    }
+
+    fn text(message: &Message) -> &str {
+        message.to_str().unwrap()
+    }
+
+    #[test]
+    fn an_event_becomes_the_pocs_frame_with_seq_and_epoch() {
+        let frame = encode(&event(42, "John")).unwrap();
+        assert_eq!(
+            text(&frame.message),
+            r#"{"type":"user_update","seq":42,"epoch":"e1","data":{"action":"update","user":{"id":7,"first_name":"John","last_name":"Doe","created_at":"2026-01-13T10:00:00.123456Z","updated_at":"2026-01-13T10:00:01.000000Z","version":2},"changed":["first_name"]}}"#
+        );
+    }
+
+    #[test]
+    fn every_socket_gets_the_same_frame() {
+        let hub = Arc::new(Hub::new(10, 4));
+        hub.reposition("e1", 0);
+        let mut a = hub.join(None);
+        let mut b = hub.join(None);
+        hub.publish(&event(1, "A"));
+        let (Ok(Outbound::Event(fa)), Ok(Outbound::Event(fb))) = (
+            a.subscription.queue.try_recv(),
+            b.subscription.queue.try_recv(),
+        ) else {
+            panic!("both sockets get the event");
+        };
+        assert_eq!(fa.seq, 1);
+        assert_eq!(
+            fa.message.as_bytes().as_ptr(),
+            fb.message.as_bytes().as_ptr()
+        );
+    }
+
+    #[test]
+    fn a_full_queue_cuts_only_that_socket_loose() {
+        let hub = Arc::new(Hub::new(100, 2));
+        hub.reposition("e1", 0);
+        let slow = hub.join(None);
+        let mut fast = hub.join(None);
+        for seq in 1..=3 {
+            hub.publish(&event(seq, "x"));
+            assert!(
+                matches!(fast.subscription.queue.try_recv(), Ok(Outbound::Event(f)) if f.seq == seq)
+            );
+        }
+        assert!(slow.subscription.overflowed.is_cancelled());
+        assert!(!fast.subscription.overflowed.is_cancelled());
+        assert_eq!(hub.socket_count(), 1);
+    }
+
+    #[test]
+    fn resume_replays_exactly_the_events_after_since() {
+        let hub = Arc::new(Hub::new(5, 8));
+        hub.reposition("e1", 0);
+        for seq in 1..=8 {
+            hub.publish(&event(seq, "x"));
+        }
+        let joined = hub.join(Some(&Resume {
+            since: 5,
+            epoch: Some("e1".into()),
+        }));
+        let Start::Replay(frames) = joined.start else {
+            panic!("within the window: a replay");
+        };
+        assert_eq!(frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [6, 7, 8]);
+        assert_eq!(joined.after, 5);
+    }
+
+    #[test]
+    fn a_gap_older_than_the_window_or_another_epoch_resyncs() {
+        let hub = Arc::new(Hub::new(3, 8));
+        hub.reposition("e1", 0);
+        for seq in 1..=8 {
+            hub.publish(&event(seq, "x"));
+        }
+        let old = hub.join(Some(&Resume {
+            since: 2,
+            epoch: Some("e1".into()),
+        }));
+        assert!(matches!(old.start, Start::Resync(_)));
+        let edge = hub.join(Some(&Resume {
+            since: 5,
+            epoch: Some("e1".into()),
+        }));
+        assert!(matches!(edge.start, Start::Replay(ref f) if f.len() == 3));
+        let other = hub.join(Some(&Resume {
+            since: 7,
+            epoch: Some("e2".into()),
+        }));
+        let Start::Resync(message) = other.start else {
+            panic!("another epoch resyncs");
+        };
+        assert_eq!(text(&message), r#"{"type":"resync","seq":8,"epoch":"e1"}"#);
+        let ahead = hub.join(Some(&Resume {
+            since: 9,
+            epoch: Some("e1".into()),
+        }));
+        assert!(matches!(ahead.start, Start::Live));
+        assert_eq!(ahead.after, 9);
+    }
+
+    #[test]
+    fn hello_names_the_newest_seq_and_epoch() {
+        let hub = Arc::new(Hub::new(3, 8));
+        hub.reposition("e1", 4);
+        hub.remember(&event(5, "x"));
+        let joined = hub.join(None);
+        assert_eq!(
+            text(&joined.hello),
+            r#"{"type":"hello","seq":5,"epoch":"e1"}"#
+        );
+        assert!(matches!(joined.start, Start::Live));
+    }
+
+    #[test]
+    fn a_dropped_subscription_unregisters() {
+        let hub = Arc::new(Hub::new(3, 8));
+        let joined = hub.join(None);
+        assert_eq!(hub.socket_count(), 1);
+        drop(joined);
+        assert_eq!(hub.socket_count(), 0);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<_> = (0..8).map(|_| backoff.next_wait()).collect();
+        assert_eq!(waits[0], Duration::from_millis(100));
+        assert_eq!(waits[1], Duration::from_millis(200));
+        assert_eq!(*waits.last().unwrap(), Duration::from_secs(5));
+    }
+}

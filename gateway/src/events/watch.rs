@@ -1,0 +1,259 @@
+//! The WatchUsers event source (no Redis): follows the user-service's stream and
+//! reconnects with `since_seq` = the last seq it saw, so nothing is skipped. Also
+//! the backfill the Redis source uses when it sees a gap.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming, transport::Channel};
+use tonic_types::StatusExt;
+use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
+
+use super::{Backoff, Hub};
+
+/// Response metadata of WatchUsers: the database's epoch.
+pub const EPOCH_HEADER: &str = "x-users-epoch";
+/// Response metadata of WatchUsers: the newest seq when the stream opened.
+pub const HEAD_SEQ_HEADER: &str = "x-users-head-seq";
+
+/// An open WatchUsers stream and what its metadata said.
+pub struct Opened {
+    pub events: Streaming<pb::UserEvent>,
+    pub epoch: String,
+    pub head: u64,
+}
+
+/// Opens WatchUsers after `since` (0: from the oldest kept) for `epoch` ("" for
+/// none).
+pub async fn open(
+    client: &UserServiceClient<Channel>,
+    since: u64,
+    epoch: &str,
+) -> Result<Opened, Status> {
+    let response = client
+        .clone()
+        .watch_users(pb::WatchUsersRequest {
+            since_seq: since,
+            epoch: epoch.to_owned(),
+        })
+        .await?;
+    let metadata = response.metadata();
+    let epoch = metadata
+        .get(EPOCH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let head = metadata
+        .get(HEAD_SEQ_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Opened {
+        events: response.into_inner(),
+        epoch,
+        head,
+    })
+}
+
+/// Whether a WatchUsers error means our position is void (another database, or
+/// events no longer kept), so only a resync helps.
+pub fn is_position_lost(status: &Status) -> bool {
+    match status.code() {
+        Code::OutOfRange => true,
+        Code::FailedPrecondition => status
+            .get_details_error_info()
+            .is_none_or(|info| info.reason == "EPOCH_MISMATCH"),
+        _ => false,
+    }
+}
+
+/// Opens a stream positioned to fill the window: the newest `window` events, then
+/// live ones.
+async fn open_for_window(
+    client: &UserServiceClient<Channel>,
+    window: u64,
+) -> Result<Opened, Status> {
+    let probe = open(client, 0, "").await?;
+    if probe.head <= window {
+        return Ok(probe);
+    }
+    let since = probe.head - window;
+    drop(probe);
+    match open(client, since, "").await {
+        // Pruned meanwhile: what is kept is less than a window anyway.
+        Err(status) if status.code() == Code::OutOfRange => open(client, 0, "").await,
+        other => other,
+    }
+}
+
+/// Follows WatchUsers until `shutdown`, reconnecting with capped backoff.
+pub async fn run(client: UserServiceClient<Channel>, hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut follower = Follower {
+        client,
+        hub,
+        position: None,
+        backoff: Backoff::new(),
+    };
+    loop {
+        let stopped = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            stopped = follower.follow() => stopped,
+        };
+        follower.hub.set_live(false);
+        if is_position_lost(&stopped) {
+            tracing::warn!(error = %stopped, "events: our position in the user-service's log is gone; resyncing");
+            follower.position = None;
+        } else {
+            tracing::warn!(error = %stopped, "events: WatchUsers stream failed; reconnecting");
+        }
+        let wait = follower.backoff.next_wait();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+struct Follower {
+    client: UserServiceClient<Channel>,
+    hub: Arc<Hub>,
+    /// `(epoch, last seq)`; `None` until the window is filled (again).
+    position: Option<(String, u64)>,
+    backoff: Backoff,
+}
+
+impl Follower {
+    /// Follows one stream until it fails.
+    async fn follow(&mut self) -> Status {
+        let (mut events, fill_until) = match &self.position {
+            Some((epoch, last)) => match open(&self.client, *last, epoch).await {
+                Ok(opened) => (opened.events, 0),
+                Err(status) => return status,
+            },
+            None => match open_for_window(&self.client, self.hub.window_cap() as u64).await {
+                Ok(opened) => {
+                    self.hub.reposition(&opened.epoch, opened.head);
+                    self.position = Some((opened.epoch, 0));
+                    (opened.events, opened.head)
+                }
+                Err(status) => return status,
+            },
+        };
+        if fill_until == 0
+            || self
+                .position
+                .as_ref()
+                .is_some_and(|(_, l)| *l >= fill_until)
+        {
+            self.hub.set_live(true);
+        }
+        self.backoff.reset();
+        loop {
+            let event = match events.next().await {
+                Some(Ok(event)) => event,
+                Some(Err(status)) => return status,
+                None => return Status::unavailable("the WatchUsers stream ended"),
+            };
+            let Some((epoch, last)) = self.position.as_mut() else {
+                return Status::internal("no position");
+            };
+            if event.seq <= *last {
+                continue;
+            }
+            if *last != 0 && event.seq != *last + 1 {
+                return Status::out_of_range(format!(
+                    "WatchUsers skipped from seq {last} to {}",
+                    event.seq
+                ));
+            }
+            if event.epoch != *epoch {
+                return Status::failed_precondition("the epoch changed mid-stream");
+            }
+            *last = event.seq;
+            if event.seq <= fill_until {
+                self.hub.remember(&event);
+                if event.seq == fill_until {
+                    self.hub.set_live(true);
+                }
+            } else {
+                self.hub.publish(&event);
+            }
+        }
+    }
+}
+
+/// Publishes every event after `last` up to `until` from WatchUsers, for the Redis
+/// source when the stream skipped some. Returns the last seq published.
+pub async fn backfill(
+    client: &UserServiceClient<Channel>,
+    hub: &Hub,
+    epoch: &str,
+    last: u64,
+    until: u64,
+    timeout: Duration,
+) -> Result<u64, Status> {
+    tokio::time::timeout(timeout, async {
+        let mut opened = open(client, last, epoch).await?;
+        let mut done = last;
+        while done < until {
+            match opened.events.next().await {
+                Some(Ok(event)) if event.seq <= done => {}
+                Some(Ok(event)) if event.seq == done + 1 && event.epoch == epoch => {
+                    hub.publish(&event);
+                    done = event.seq;
+                }
+                Some(Ok(event)) => {
+                    return Err(Status::out_of_range(format!(
+                        "backfill skipped from seq {done} to {}",
+                        event.seq
+                    )));
+                }
+                Some(Err(status)) => return Err(status),
+                None => return Err(Status::unavailable("the WatchUsers stream ended")),
+            }
+        }
+        Ok(done)
+    })
+    .await
+    .map_err(|_| Status::deadline_exceeded("backfill took too long"))?
+}
+
+/// The user-service's epoch and newest seq, from a WatchUsers stream's metadata.
+pub async fn probe(client: &UserServiceClient<Channel>) -> Result<(String, u64), Status> {
+    let opened = open(client, 0, "").await?;
+    Ok((opened.epoch, opened.head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use tonic_types::ErrorDetails;
+
+    fn with_reason(code: Code, reason: &str) -> Status {
+        Status::with_error_details(
+            code,
+            "x",
+            ErrorDetails::with_error_info(reason, "users.v1", HashMap::<String, String>::new()),
+        )
+    }
+
+    #[test]
+    fn lost_positions_are_told_from_passing_failures() {
+        assert!(is_position_lost(&with_reason(
+            Code::FailedPrecondition,
+            "EPOCH_MISMATCH"
+        )));
+        assert!(is_position_lost(&with_reason(
+            Code::OutOfRange,
+            "SEQ_EXPIRED"
+        )));
+        assert!(is_position_lost(&with_reason(
+            Code::OutOfRange,
+            "SEQ_AHEAD"
+        )));
+        assert!(!is_position_lost(&Status::unavailable("down")));
+        assert!(!is_position_lost(&Status::internal("x")));
+    }
+}

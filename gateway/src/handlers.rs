@@ -1,0 +1,545 @@
+//! REST handlers: each turns one HTTP request into one or more user-service calls
+//! and the answer into DRF's JSON. Paths, methods, bodies and media types are
+//! checked here in the order DRF checks them (route, method, object, body).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost_types::FieldMask;
+use serde::Serialize;
+use serde_json::json;
+use tonic::transport::Channel;
+use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
+use warp::{
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    reply::Response,
+};
+
+use crate::{
+    error::{Error, json_response},
+    events::Hub,
+    json::{BodyError, FieldValue, NameFields, UserJson, parse_name_fields},
+};
+
+/// `Allow` of `/api/users/`.
+pub const ALLOW_COLLECTION: &str = "GET, POST, OPTIONS";
+/// `Allow` of `/api/users/{id}/`.
+pub const ALLOW_ITEM: &str = "GET, PUT, PATCH, DELETE, OPTIONS";
+/// The most users one ListUsers call returns (the user-service's cap).
+const MAX_PAGE_SIZE: i32 = 1000;
+/// The two editable fields, in the order DRF reports them.
+const NAME_FIELDS: [&str; 2] = ["first_name", "last_name"];
+
+/// What every handler needs: the user-service, and what readiness looks at.
+#[derive(Clone)]
+pub struct Context {
+    /// The user-service client for REST calls (request timeout applies).
+    pub users: UserServiceClient<Channel>,
+    /// The user-service's grpc.health.v1, for `/readyz`.
+    pub health: tonic_health::pb::health_client::HealthClient<Channel>,
+    /// Redis, when events come from it: `/readyz` checks it answers.
+    pub redis: Option<deadpool_redis::Pool>,
+    /// The fan-out hub: `/readyz` checks the event source is live.
+    pub hub: Arc<Hub>,
+}
+
+/// One request to the API, as the routes collected it.
+pub struct ApiRequest {
+    pub method: Method,
+    /// The path below `/api/users`, without slashes: empty for the collection.
+    pub id: Option<String>,
+    pub query: String,
+    pub headers: HeaderMap,
+    /// The body, or the error reading it gave (413), reported only if the route and
+    /// method are right, as DRF would.
+    pub body: Result<Bytes, Error>,
+}
+
+/// Answers any request under `/api/users`: every response carries `Allow`, as
+/// DRF's do.
+pub async fn users(context: Context, request: ApiRequest) -> Response {
+    let (allow, result) = match request.id.as_deref() {
+        None => (ALLOW_COLLECTION, collection(context, request).await),
+        Some(id) => {
+            let id = id.parse::<i64>().ok();
+            (ALLOW_ITEM, item(context, id, request).await)
+        }
+    };
+    let mut response = result.unwrap_or_else(Error::into_response);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
+}
+
+async fn collection(mut context: Context, request: ApiRequest) -> Result<Response, Error> {
+    match request.method {
+        Method::GET | Method::HEAD => list(&mut context, &request).await,
+        Method::POST => {
+            let fields = read_fields(&request)?;
+            let (user, typing) = to_proto(0, &fields);
+            let created = context
+                .users
+                .create_user(pb::CreateUserRequest { user: Some(user) })
+                .await;
+            let user = with_typing_errors(created, typing)?;
+            Ok(user_response(StatusCode::CREATED, &user))
+        }
+        Method::OPTIONS => Ok(options_response("User List")),
+        method => Err(not_allowed(method, ALLOW_COLLECTION)),
+    }
+}
+
+async fn item(
+    mut context: Context,
+    id: Option<i64>,
+    request: ApiRequest,
+) -> Result<Response, Error> {
+    // A path that is not an integer id is a missing page, whatever the method.
+    let id = id.ok_or(Error::NotFound)?;
+    match request.method {
+        Method::GET | Method::HEAD => {
+            let user = context
+                .users
+                .get_user(pb::GetUserRequest { id })
+                .await?
+                .into_inner();
+            Ok(user_response(StatusCode::OK, &user))
+        }
+        Method::PATCH | Method::PUT => {
+            let partial = request.method == Method::PATCH;
+            let expected_version = if_match(&request.headers)?;
+            let fields = match read_fields(&request) {
+                Ok(fields) => fields,
+                Err(error) => {
+                    // DRF looks the object up before it reads the body: 404 first.
+                    context.users.get_user(pb::GetUserRequest { id }).await?;
+                    return Err(error);
+                }
+            };
+            let (user, typing) = to_proto(id, &fields);
+            let paths = if partial {
+                NAME_FIELDS
+                    .iter()
+                    .zip([&fields.first_name, &fields.last_name])
+                    .filter(|(_, value)| value.is_some())
+                    .map(|(name, _)| (*name).to_owned())
+                    .collect()
+            } else {
+                NAME_FIELDS.map(str::to_owned).to_vec()
+            };
+            let updated = context
+                .users
+                .update_user(pb::UpdateUserRequest {
+                    user: Some(user),
+                    update_mask: Some(FieldMask { paths }),
+                    expected_version,
+                })
+                .await;
+            let user = with_typing_errors(updated, typing)?;
+            Ok(user_response(StatusCode::OK, &user))
+        }
+        Method::DELETE => {
+            let expected_version = if_match(&request.headers)?;
+            context
+                .users
+                .delete_user(pb::DeleteUserRequest {
+                    id,
+                    expected_version,
+                })
+                .await?;
+            let mut response = Response::new(Default::default());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            Ok(response)
+        }
+        Method::OPTIONS => Ok(options_response("User Instance")),
+        method => Err(not_allowed(method, ALLOW_ITEM)),
+    }
+}
+
+fn not_allowed(method: Method, allow: &'static str) -> Error {
+    Error::MethodNotAllowed {
+        method: method.to_string(),
+        allow,
+    }
+}
+
+/// DRF's `SimpleMetadata` answer to OPTIONS.
+fn options_response(name: &str) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "name": name,
+            "description": "",
+            "renders": ["application/json"],
+            "parses": ["application/json"],
+        }),
+    )
+}
+
+/// A user with its `ETag: "<version>"`.
+fn user_response(status: StatusCode, user: &pb::User) -> Response {
+    let mut response = json_response(status, &UserJson::from(user));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", user.version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// The version `If-Match: "<version>"` asks for; `*` or no header asks for none.
+/// A tag that is no version of ours can never match: 412, as RFC 9110 says.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    tag.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::PreconditionFailed(format!(
+                "Precondition failed: If-Match {text:?} is not a version of this user."
+            ))
+        })
+}
+
+/// The body's name fields, checked as DRF's parser checks them: an empty body is
+/// `{}`; any other needs `Content-Type: application/json`.
+fn read_fields(request: &ApiRequest) -> Result<NameFields, Error> {
+    let body = match &request.body {
+        Ok(body) => body,
+        Err(Error::PayloadTooLarge(limit)) => return Err(Error::PayloadTooLarge(*limit)),
+        Err(other) => return Err(Error::BadRequest(other.to_string())),
+    };
+    if body.is_empty() {
+        return Ok(NameFields::default());
+    }
+    let content_type = request
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media_type != "application/json" {
+        return Err(Error::UnsupportedMediaType(content_type));
+    }
+    parse_name_fields(body).map_err(|error| match error {
+        BodyError::Parse(message) => Error::Parse(message),
+        BodyError::NotAnObject(message) => Error::NonField(message),
+    })
+}
+
+/// The proto user for a body, and the JSON typing errors found on the way.
+///
+/// A field with a typing error is sent as `""`, which the user-service always
+/// refuses as blank: the call then fails without changing anything, yet still
+/// reports the other field's violations and a missing user (404) in DRF's order.
+/// [`with_typing_errors`] puts our message back in place of "blank".
+fn to_proto(id: i64, fields: &NameFields) -> (pb::User, Vec<(String, String)>) {
+    let mut typing = Vec::new();
+    let mut value = |name: &str, field: &Option<FieldValue>| match field {
+        None => None,
+        Some(FieldValue::Text(text)) => Some(text.clone()),
+        Some(FieldValue::Invalid(message)) => {
+            typing.push((name.to_owned(), (*message).to_owned()));
+            Some(String::new())
+        }
+    };
+    let user = pb::User {
+        id,
+        first_name: value("first_name", &fields.first_name),
+        last_name: value("last_name", &fields.last_name),
+        ..Default::default()
+    };
+    (user, typing)
+}
+
+/// Merges the gateway's typing errors into the user-service's answer.
+fn with_typing_errors(
+    answer: Result<tonic::Response<pb::User>, tonic::Status>,
+    typing: Vec<(String, String)>,
+) -> Result<pb::User, Error> {
+    if typing.is_empty() {
+        return Ok(answer?.into_inner());
+    }
+    let service_violations = match answer.map_err(Error::from) {
+        Ok(_) => {
+            return Err(Error::Internal(
+                "the user-service accepted a blank name".into(),
+            ));
+        }
+        Err(Error::Invalid(violations)) => violations,
+        Err(other) => return Err(other),
+    };
+    let mut merged = Vec::new();
+    for field in NAME_FIELDS {
+        if let Some((name, message)) = typing.iter().find(|(name, _)| name == field) {
+            merged.push((name.clone(), message.clone()));
+        } else {
+            merged.extend(
+                service_violations
+                    .iter()
+                    .filter(|(f, _)| f == field)
+                    .cloned(),
+            );
+        }
+    }
+    merged.extend(
+        service_violations
+            .into_iter()
+            .filter(|(f, _)| !NAME_FIELDS.contains(&f.as_str())),
+    );
+    Err(Error::Invalid(merged))
+}
+
+/// DRF's LimitOffsetPagination envelope.
+#[derive(Serialize)]
+struct Page {
+    count: i64,
+    next: Option<String>,
+    previous: Option<String>,
+    results: Vec<UserJson>,
+}
+
+/// GET the collection: every user as a plain array, or with a valid `?limit` one
+/// page in DRF's envelope.
+async fn list(context: &mut Context, request: &ApiRequest) -> Result<Response, Error> {
+    let params = crate::query::parse(&request.query);
+    let limit = crate::query::last(&params, "limit").and_then(|v| positive_int(v, true));
+    let Some(limit) = limit else {
+        let (users, _) = fetch(context, 0, None).await?;
+        let users: Vec<UserJson> = users.iter().map(UserJson::from).collect();
+        return Ok(json_response(StatusCode::OK, &users));
+    };
+    let offset = crate::query::last(&params, "offset")
+        .and_then(|v| positive_int(v, false))
+        .unwrap_or(0);
+    let (users, count) = fetch(context, offset, Some(limit)).await?;
+    let url = absolute_url(&request.headers, &params);
+    let next = (offset.saturating_add(limit) < count as u64).then(|| {
+        url.with("limit", limit)
+            .with("offset", offset + limit)
+            .to_string()
+    });
+    let previous = (offset > 0).then(|| {
+        let url = url.with("limit", limit);
+        if offset <= limit {
+            url.without("offset").to_string()
+        } else {
+            url.with("offset", offset - limit).to_string()
+        }
+    });
+    let page = Page {
+        count,
+        next,
+        previous,
+        results: users.iter().map(UserJson::from).collect(),
+    };
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+/// Users from `offset` on, at most `limit` (all when `None`), and how many exist.
+async fn fetch(
+    context: &mut Context,
+    offset: u64,
+    limit: Option<u64>,
+) -> Result<(Vec<pb::User>, i64), Error> {
+    let mut users = Vec::new();
+    let mut page_token = String::new();
+    let mut skip = i32::try_from(offset).unwrap_or(i32::MAX);
+    loop {
+        let wanted = limit.map_or(u64::MAX, |l| l - users.len() as u64);
+        let page_size = i32::try_from(wanted).unwrap_or(i32::MAX).min(MAX_PAGE_SIZE);
+        let page = context
+            .users
+            .list_users(pb::ListUsersRequest {
+                page_size,
+                page_token: std::mem::take(&mut page_token),
+                skip,
+            })
+            .await?
+            .into_inner();
+        skip = 0;
+        users.extend(page.users);
+        let full = limit.is_some_and(|l| users.len() as u64 >= l);
+        if full || page.next_page_token.is_empty() {
+            return Ok((users, page.total_size));
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// DRF's `_positive_int`: Python's `int()` of the text, positive when `strict`.
+fn positive_int(text: &str, strict: bool) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    let value: u64 = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else if digits
+        .strip_prefix('-')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b == b'0'))
+    {
+        0
+    } else {
+        return None;
+    };
+    if strict && value == 0 {
+        return None;
+    }
+    Some(value)
+}
+
+/// The request's absolute URL, as Django's `build_absolute_uri` gives it.
+fn absolute_url(headers: &HeaderMap, params: &[(String, String)]) -> crate::query::Url {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    crate::query::Url::new(format!("{scheme}://{host}/api/users/"), params.to_vec())
+}
+
+/// `/healthz`: the process is up and serving.
+pub fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// `/readyz`: 200 only when the user-service answers its health check, Redis (when
+/// configured) answers PING, and the event source is live.
+pub async fn readyz(mut context: Context, timeout: std::time::Duration) -> Response {
+    let user_service = tokio::time::timeout(
+        timeout,
+        context
+            .health
+            .check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await;
+    let user_service_ok = matches!(&user_service, Ok(Ok(r))
+        if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "user_service".into(),
+        json!(if user_service_ok { "ok" } else { "unavailable" }),
+    );
+    let mut ready = user_service_ok;
+    if let Some(pool) = &context.redis {
+        let redis_ok = tokio::time::timeout(timeout, async {
+            let mut conn = pool.get().await.ok()?;
+            deadpool_redis::redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+        checks.insert(
+            "redis".into(),
+            json!(if redis_ok { "ok" } else { "unavailable" }),
+        );
+        ready &= redis_ok;
+    }
+    let events_ok = context.hub.is_live();
+    checks.insert(
+        "events".into(),
+        json!(if events_ok { "ok" } else { "unavailable" }),
+    );
+    ready &= events_ok;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({ "status": if ready { "ok" } else { "unavailable" }, "checks": checks }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(if_match: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, HeaderValue::from_str(if_match).unwrap());
+        headers
+    }
+
+    #[test]
+    fn if_match_reads_strong_weak_and_star() {
+        assert_eq!(if_match(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(if_match(&headers("\"3\"")).unwrap(), Some(3));
+        assert_eq!(if_match(&headers("W/\"4\"")).unwrap(), Some(4));
+        assert_eq!(if_match(&headers("*")).unwrap(), None);
+        assert!(matches!(
+            if_match(&headers("\"abc\"")),
+            Err(Error::PreconditionFailed(_))
+        ));
+    }
+
+    #[test]
+    fn positive_int_follows_drf() {
+        assert_eq!(positive_int("2", true), Some(2));
+        assert_eq!(positive_int(" +7 ", true), Some(7));
+        assert_eq!(positive_int("0", true), None);
+        assert_eq!(positive_int("0", false), Some(0));
+        assert_eq!(positive_int("-0", false), Some(0));
+        assert_eq!(positive_int("-1", false), None);
+        assert_eq!(positive_int("x", false), None);
+        assert_eq!(positive_int("", false), None);
+    }
+
+    #[test]
+    fn typing_errors_replace_blank_and_keep_field_order() {
+        let mut details = tonic_types::ErrorDetails::new();
+        details.add_bad_request_violation("first_name", "This field may not be blank.");
+        details.add_bad_request_violation(
+            "last_name",
+            "Ensure this field has no more than 100 characters.",
+        );
+        let status = <tonic::Status as tonic_types::StatusExt>::with_error_details(
+            tonic::Code::InvalidArgument,
+            "x",
+            details,
+        );
+        let typing = vec![("first_name".to_owned(), "Not a valid string.".to_owned())];
+        let Err(error) = with_typing_errors(Err(status), typing) else {
+            panic!("typing errors must fail the request");
+        };
+        assert_eq!(
+            error.body(),
+            json!({
+                "first_name": ["Not a valid string."],
+                "last_name": ["Ensure this field has no more than 100 characters."],
+            })
+        );
+    }
+
+    #[test]
+    fn typing_errors_yield_to_a_missing_user() {
+        let typing = vec![("first_name".to_owned(), "x".to_owned())];
+        let result = with_typing_errors(Err(tonic::Status::not_found("x")), typing);
+        assert!(matches!(result, Err(Error::NotFound)));
+    }
+}

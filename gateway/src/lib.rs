@@ -1,0 +1,19 @@
+//! The gateway: the Django POC's REST API (DRF 3.14 compatible JSON) translated
+//! into gRPC calls to the user-service, and `/ws/user-updates/` streaming every
+//! change to browser sockets. It holds no state of its own but its sockets and a
+//! window of recent events.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod handlers;
+pub mod json;
+pub mod openapi;
+pub mod query;
+pub mod routes;
+pub mod web;
+pub mod ws;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,391 @@
+//! The warp filters: which path goes to which handler, the body cap, and the one
+//! `recover` that turns every rejection into the documented JSON error. Handlers
+//! live in `handlers` and `ws`; this module only routes.
+
+use std::{convert::Infallible, path::PathBuf, sync::Arc};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use warp::{
+    Filter, Rejection,
+    filters::BoxedFilter,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    path::Tail,
+    reply::{Reply, Response},
+};
+
+use crate::{
+    error::{Error, json_response},
+    events::Hub,
+    handlers::{self, ApiRequest, Context},
+    openapi, web,
+    ws::{self, SocketConfig},
+};
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Everything the routes need.
+#[derive(Clone)]
+pub struct Routes {
+    pub context: Context,
+    pub hub: Arc<Hub>,
+    pub sockets: SocketConfig,
+    /// Cancelled at shutdown: every socket closes with 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks socket tasks, so shutdown can wait for them to finish.
+    pub tracker: TaskTracker,
+    pub web_dir: Option<PathBuf>,
+    /// How long `/readyz` waits for each dependency.
+    pub ready_timeout: std::time::Duration,
+}
+
+/// The whole HTTP surface.
+pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
+    let context = routes.context.clone();
+    let users = warp::path("api")
+        .and(warp::path("users"))
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(capped_body())
+        .then(
+            move |tail: Tail, method: Method, query: String, headers: HeaderMap, body| {
+                let context = context.clone();
+                let rest = tail.as_str().trim_end_matches('/');
+                let id = (!rest.is_empty()).then(|| rest.to_owned());
+                handlers::users(
+                    context,
+                    ApiRequest {
+                        method,
+                        id,
+                        query,
+                        headers,
+                        body,
+                    },
+                )
+            },
+        );
+
+    let openapi = get_only(
+        warp::path!("api" / "openapi.json").boxed(),
+        warp::any()
+            .map(|| json_response(StatusCode::OK, &openapi::document()))
+            .boxed(),
+    );
+    let healthz = get_only(
+        warp::path!("healthz").boxed(),
+        warp::any().map(handlers::healthz).boxed(),
+    );
+    let ready_context = routes.context.clone();
+    let ready_timeout = routes.ready_timeout;
+    let readyz = get_only(
+        warp::path!("readyz").boxed(),
+        warp::any()
+            .then(move || handlers::readyz(ready_context.clone(), ready_timeout))
+            .boxed(),
+    );
+
+    let socket_routes = routes.clone();
+    let socket = get_only(
+        warp::path!("ws" / "user-updates").boxed(),
+        warp::ws()
+            .and(raw_query())
+            .map(move |upgrade: warp::ws::Ws, query: String| {
+                let resume = match ws::parse_resume(&query) {
+                    Ok(resume) => resume,
+                    Err(message) => return Error::BadRequest(message).into_response(),
+                };
+                let Routes {
+                    hub,
+                    sockets,
+                    shutdown,
+                    tracker,
+                    ..
+                } = socket_routes.clone();
+                upgrade
+                    .max_message_size(ws::MAX_INBOUND)
+                    .max_frame_size(ws::MAX_INBOUND)
+                    .max_write_buffer_size(ws::MAX_WRITE_BUFFER)
+                    .on_upgrade(move |socket| {
+                        tracker.track_future(ws::serve(socket, hub, resume, sockets, shutdown))
+                    })
+                    .into_response()
+            })
+            .boxed(),
+    );
+
+    let page = match routes.web_dir {
+        Some(dir) => web::page(web::Source::Dir(dir)).boxed(),
+        None => web::page(web::Source::Embedded).boxed(),
+    };
+
+    users
+        .or(openapi)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(socket)
+        .unify()
+        .or(page)
+        .unify()
+        .recover(recover)
+        .unify()
+        .boxed()
+}
+
+/// A path that answers GET (and HEAD) with `handler`, and 405 with `Allow: GET`
+/// to any other method.
+fn get_only(path: BoxedFilter<()>, handler: BoxedFilter<(Response,)>) -> BoxedFilter<(Response,)> {
+    let allowed = warp::get().or(warp::head()).unify().and(handler);
+    let refused = warp::method().map(|method: Method| {
+        Error::MethodNotAllowed {
+            method: method.to_string(),
+            allow: "GET",
+        }
+        .into_response()
+    });
+    path.and(allowed.or(refused).unify()).boxed()
+}
+
+/// The raw query string; empty when there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// The body, read up to [`MAX_BODY`]; a longer one is `Err(PayloadTooLarge)`
+/// (reported by the handler once it knows the route and method are right).
+fn capped_body() -> impl Filter<Extract = (Result<Bytes, Error>,), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and(warp::body::stream())
+        .then(|headers: HeaderMap, body| collect_capped(headers, body))
+}
+
+async fn collect_capped<S, B>(headers: HeaderMap, body: S) -> Result<Bytes, Error>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(Error::PayloadTooLarge(MAX_BODY));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| Error::BadRequest(format!("Reading the body failed: {e}")))?;
+        if collected.len() + chunk.remaining() > MAX_BODY {
+            return Err(Error::PayloadTooLarge(MAX_BODY));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// Every rejection as a JSON error: unknown paths are 404 `{"detail": "Not
+/// found."}`, never HTML; a WebSocket path without an upgrade is 400.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    // A method no route takes, on a path no route has, is still a missing page.
+    let error = if rejection.is_not_found()
+        || rejection.find::<warp::reject::MethodNotAllowed>().is_some()
+    {
+        Error::NotFound
+    } else if rejection.find::<warp::reject::MissingHeader>().is_some()
+        || rejection.find::<warp::reject::InvalidHeader>().is_some()
+    {
+        Error::BadRequest("Expected a WebSocket upgrade request.".into())
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        Error::BadRequest("Bad request.".into())
+    };
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tonic::transport::Endpoint;
+    use users_proto::v1::user_service_client::UserServiceClient;
+
+    const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+    /// The real filters, with a user-service that refuses connections (so every
+    /// call that reaches it answers 503 at once).
+    fn filter() -> BoxedFilter<(Response,)> {
+        let channel = Endpoint::from_static("http://127.0.0.1:1")
+            .connect_timeout(Duration::from_millis(200))
+            .connect_lazy();
+        let hub = Arc::new(Hub::new(8, 8));
+        build(Routes {
+            context: Context {
+                users: UserServiceClient::new(channel.clone()),
+                health: tonic_health::pb::health_client::HealthClient::new(channel),
+                redis: None,
+                hub: hub.clone(),
+            },
+            hub,
+            sockets: SocketConfig {
+                ping_interval: Duration::from_secs(20),
+                ping_timeout: Duration::from_secs(20),
+            },
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            web_dir: None,
+            ready_timeout: Duration::from_millis(200),
+        })
+    }
+
+    fn concrete(path: &str) -> String {
+        path.replace("{id}", "1")
+    }
+
+    async fn send(method: &str, path: &str, body: &str) -> warp::http::Response<Bytes> {
+        let mut request = warp::test::request().method(method).path(path);
+        if !body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        request.reply(&filter()).await
+    }
+
+    #[tokio::test]
+    async fn every_documented_operation_answers_a_documented_status() {
+        let doc = openapi::document();
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 5);
+        for (path, item) in paths {
+            for method in METHODS {
+                let Some(operation) = item.get(method.to_ascii_lowercase()) else {
+                    continue;
+                };
+                let body = if matches!(method, "POST" | "PUT" | "PATCH") {
+                    r#"{"first_name":"a","last_name":"b"}"#
+                } else {
+                    ""
+                };
+                let response = send(method, &concrete(path), body).await;
+                let status = response.status().as_str().to_owned();
+                assert!(
+                    operation["responses"].get(&status).is_some(),
+                    "{method} {path} answered {status}, which the document does not list"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_undocumented_method_is_refused_with_the_documented_allow() {
+        let doc = openapi::document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let documented: Vec<&str> = METHODS
+                .into_iter()
+                .filter(|m| item.get(m.to_ascii_lowercase()).is_some())
+                .collect();
+            for method in METHODS.into_iter().filter(|m| !documented.contains(m)) {
+                let response = send(method, &concrete(path), "").await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+                let allow = response.headers()[header::ALLOW].to_str().unwrap();
+                let mut allowed: Vec<&str> = allow.split(", ").collect();
+                allowed.sort_unstable();
+                let mut expected = documented.clone();
+                expected.sort_unstable();
+                assert_eq!(allowed, expected, "Allow of {path}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn paths_answer_with_and_without_the_trailing_slash() {
+        for path in ["/api/users", "/api/users/", "/api/users/1", "/api/users/1/"] {
+            let response = send("DELETE", path, "").await;
+            assert_ne!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_bad_ids_are_json_404s() {
+        for path in [
+            "/nope",
+            "/api/users/abc/",
+            "/api/users/1/extra",
+            "/api/other/",
+        ] {
+            let response = send("GET", path, "").await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(response.body().as_ref(), br#"{"detail":"Not found."}"#);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_cap_is_413() {
+        let body = format!(r#"{{"first_name":"{}"}}"#, "x".repeat(MAX_BODY));
+        let response = send("POST", "/api/users/", &body).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert!(body["detail"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_request_the_gateway_refuses_never_reaches_the_user_service() {
+        let cases = [
+            (
+                "text/plain",
+                "first_name=a",
+                415,
+                r#"{"detail":"Unsupported media type \"text/plain\" in request."}"#,
+            ),
+            (
+                "application/json",
+                "[1,2]",
+                400,
+                r#"{"non_field_errors":["Invalid data. Expected a dictionary, but got list."]}"#,
+            ),
+        ];
+        for (content_type, body, status, expected) in cases {
+            let response = warp::test::request()
+                .method("POST")
+                .path("/api/users/")
+                .header("content-type", content_type)
+                .body(body)
+                .reply(&filter())
+                .await;
+            assert_eq!(response.status().as_u16(), status, "{body}");
+            assert_eq!(response.body().as_ref(), expected.as_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_service_that_is_down_gives_503_quickly() {
+        let started = std::time::Instant::now();
+        let response = send("GET", "/api/users/1/", "").await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let ready = send("GET", "/readyz", "").await;
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(send("GET", "/healthz", "").await.status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,176 @@
+//! The web page: `/` (the start page), `/window/1/` and `/window/2/` (the editor)
+//! and `/static/<file>` (its scripts and style). The files of `web/` are built into
+//! the binary, so one file is the whole deployment; `--web-dir` serves them from a
+//! folder instead (read at each request: edit and reload while developing).
+//!
+//! Every answer says `Cache-Control: no-cache` (names carry no content hash, so
+//! browsers revalidate), `X-Content-Type-Options: nosniff`, and a
+//! Content-Security-Policy that allows only this origin's scripts, styles and
+//! socket, and no framing.
+
+use std::path::PathBuf;
+
+use warp::{
+    Filter, Rejection,
+    http::{HeaderValue, header},
+    reply::Response,
+};
+
+/// The page's Content-Security-Policy: nothing but our own files and our own
+/// socket (`connect-src 'self'` covers same-origin `ws:`/`wss:`).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// One file of `web/`.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+macro_rules! asset {
+    ($name:literal, $type:literal) => {
+        Asset {
+            name: $name,
+            content_type: $type,
+            body: include_bytes!(concat!("../../web/", $name)),
+        }
+    };
+}
+
+/// Every file the page is made of; nothing else is served.
+const ASSETS: &[Asset] = &[
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("window.html", "text/html; charset=utf-8"),
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("index.js", "text/javascript; charset=utf-8"),
+    asset!("window.js", "text/javascript; charset=utf-8"),
+    asset!("api.js", "text/javascript; charset=utf-8"),
+    asset!("feed.js", "text/javascript; charset=utf-8"),
+];
+
+/// Where the files come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Built into the binary.
+    Embedded,
+    /// Read from this folder at each request.
+    Dir(PathBuf),
+}
+
+/// GET and HEAD of the page's paths.
+pub fn page(source: Source) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let index = warp::path::end()
+        .or(warp::path!("index.html"))
+        .unify()
+        .map(|| "index.html".to_owned());
+    let window = warp::path!("window" / u8)
+        .or(warp::path!("window" / u8 / ..).and(warp::path::end()))
+        .unify()
+        .and_then(|n: u8| async move {
+            match n {
+                1 | 2 => Ok("window.html".to_owned()),
+                _ => Err(warp::reject::not_found()),
+            }
+        });
+    let file = warp::path!("static" / String);
+    warp::get()
+        .or(warp::head())
+        .unify()
+        .and(index.or(window).unify().or(file).unify())
+        .and_then(move |name: String| serve(source.clone(), name))
+}
+
+async fn serve(source: Source, name: String) -> Result<Response, Rejection> {
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(warp::reject::not_found)?;
+    let body = match source {
+        Source::Embedded => asset.body.to_vec(),
+        // Only names from ASSETS reach here, so no path can leave the folder.
+        Source::Dir(dir) => tokio::fs::read(dir.join(asset.name))
+            .await
+            .map_err(|_| warp::reject::not_found())?,
+    };
+    let mut response = Response::new(body.into());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(path: &str) -> warp::http::Response<bytes::Bytes> {
+        warp::test::request()
+            .path(path)
+            .reply(&page(Source::Embedded))
+            .await
+    }
+
+    #[tokio::test]
+    async fn both_windows_get_the_editor_with_and_without_the_slash() {
+        for path in ["/window/1/", "/window/2/", "/window/1"] {
+            let response = get(path).await;
+            assert_eq!(response.status(), 200, "{path}");
+            assert!(
+                String::from_utf8_lossy(response.body()).contains("id=\"first_name\""),
+                "{path}"
+            );
+        }
+        assert_eq!(get("/window/3/").await.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn scripts_have_a_javascript_type_and_every_answer_is_locked_down() {
+        let response = get("/static/window.js").await;
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    }
+
+    #[tokio::test]
+    async fn only_the_page_files_are_served() {
+        assert_eq!(get("/static/../Cargo.toml").await.status(), 404);
+        assert_eq!(get("/static/secret.txt").await.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn a_folder_source_serves_the_same_names() {
+        let dir = std::env::temp_dir().join(format!("web-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), "<p>from disk</p>").unwrap();
+        let response = warp::test::request()
+            .path("/")
+            .reply(&page(Source::Dir(dir.clone())))
+            .await;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(response.body(), "<p>from disk</p>");
+    }
+}

@@ -1,0 +1,232 @@
+//! `/ws/user-updates/`: one task per socket. It sends `hello`, the replay or
+//! `resync` its resume asks for, then every frame the hub queues for it, while it
+//! answers client frames, pings the peer and watches for shutdown. A socket whose
+//! queue overflowed is closed with 1013; at shutdown every socket gets 1001.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{SinkExt, StreamExt, stream::SplitSink};
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use warp::ws::{Message, WebSocket};
+
+use crate::events::{Hub, Outbound, Resume, Start};
+
+/// Largest client frame or message accepted (bigger ones end the socket).
+pub const MAX_INBOUND: usize = 64 * 1024;
+/// Largest write buffer per socket, beyond the queue (tungstenite's default is
+/// unbounded).
+pub const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// Close code: the server is going away (shutdown).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: try again later (the socket could not keep up, or no event source).
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// How long a closing socket may take to flush its close frame.
+const CLOSE_FLUSH: Duration = Duration::from_secs(10);
+/// How long a new socket waits for the event source before it is turned away.
+const SOURCE_WAIT: Duration = Duration::from_secs(5);
+
+/// Settings shared by every socket.
+#[derive(Clone, Debug)]
+pub struct SocketConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+/// Why a socket's loop ended.
+enum End {
+    /// The peer closed, left, or broke the protocol: nothing more to send.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Runs one socket until it ends.
+pub async fn serve(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    resume: Option<Resume>,
+    config: SocketConfig,
+    shutdown: CancellationToken,
+) {
+    let (mut sink, mut stream) = socket.split();
+    if !hub.is_live() && !hub.wait_live(SOURCE_WAIT).await {
+        close(&mut sink, CLOSE_TRY_AGAIN_LATER, "event source unavailable").await;
+        return;
+    }
+    let joined = hub.join(resume.as_ref());
+    let mut subscription = joined.subscription;
+    let mut after = joined.after;
+    let mut socket = Socket {
+        sink,
+        last_heard: Instant::now(),
+        config,
+        shutdown,
+        overflowed: subscription.overflowed.clone(),
+    };
+    let end = async {
+        socket.send(joined.hello).await?;
+        match joined.start {
+            Start::Live => {}
+            Start::Replay(frames) => {
+                for frame in frames {
+                    after = frame.seq;
+                    socket.send(frame.message).await?;
+                }
+            }
+            Start::Resync(message) => socket.send(message).await?,
+        }
+        let mut ping = tokio::time::interval(socket.config.ping_interval);
+        ping.reset();
+        loop {
+            tokio::select! {
+                biased;
+                _ = socket.shutdown.cancelled() => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
+                _ = socket.overflowed.cancelled() => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
+                item = subscription.queue.recv() => match item {
+                    Some(Outbound::Event(frame)) if frame.seq > after => {
+                        after = frame.seq;
+                        socket.send(frame.message).await?;
+                    }
+                    Some(Outbound::Event(_)) => {}
+                    Some(Outbound::Resync { message, seq }) => {
+                        after = seq;
+                        socket.send(message).await?;
+                    }
+                    None => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
+                },
+                inbound = stream.next() => {
+                    socket.last_heard = Instant::now();
+                    match inbound {
+                        Some(Ok(message)) => socket.answer(message).await?,
+                        Some(Err(error)) => {
+                            tracing::debug!(%error, "ws: read failed");
+                            return Err(End::Close(1009, "message too big or malformed"));
+                        }
+                        None => return Err(End::Gone),
+                    }
+                }
+                _ = ping.tick() => {
+                    if socket.last_heard.elapsed() > socket.config.ping_interval + socket.config.ping_timeout {
+                        tracing::debug!("ws: peer stopped answering pings");
+                        return Err(End::Gone);
+                    }
+                    socket.send(Message::ping(Vec::new())).await?;
+                }
+            }
+        }
+    };
+    let result: Result<(), End> = end.await;
+    drop(subscription);
+    match result {
+        Err(End::Close(code, reason)) => close(&mut socket.sink, code, reason).await,
+        // Flush the reply to a client's close, if any; a dead peer costs a second.
+        _ => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.sink.close()).await;
+        }
+    }
+}
+
+struct Socket {
+    sink: SplitSink<WebSocket, Message>,
+    last_heard: Instant,
+    config: SocketConfig,
+    shutdown: CancellationToken,
+    overflowed: CancellationToken,
+}
+
+impl Socket {
+    /// Sends one frame, giving up when the socket is told to close or the peer has
+    /// been silent too long (a peer that stops reading blocks the write).
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        let deadline = self.last_heard + self.config.ping_interval + self.config.ping_timeout;
+        tokio::select! {
+            sent = self.sink.send(message) => sent.map_err(|_| End::Gone),
+            _ = self.shutdown.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
+            _ = self.overflowed.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
+            _ = tokio::time::sleep_until(deadline) => Err(End::Gone),
+        }
+    }
+
+    /// Answers a client frame: `{"type":"ping"}` gets a pong, anything else an
+    /// error frame; the socket stays open.
+    async fn answer(&mut self, message: Message) -> Result<(), End> {
+        if message.is_close() {
+            return Err(End::Gone);
+        }
+        if message.is_ping() || message.is_pong() {
+            return Ok(());
+        }
+        let reply = match message.to_str() {
+            Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(value) if value.get("type").and_then(|t| t.as_str()) == Some("ping") => {
+                    json!({ "type": "pong" })
+                }
+                Ok(value) => match value.get("type").and_then(|t| t.as_str()) {
+                    Some(kind) => json!({
+                        "type": "error",
+                        "detail": format!("Unknown message type {kind:?}; the only one is \"ping\".")
+                    }),
+                    None => json!({
+                        "type": "error",
+                        "detail": "A message must be a JSON object with a \"type\"."
+                    }),
+                },
+                Err(error) => json!({
+                    "type": "error",
+                    "detail": format!("Invalid JSON: {error}")
+                }),
+            },
+            Err(()) => json!({
+                "type": "error",
+                "detail": "Binary messages are not supported; send JSON text."
+            }),
+        };
+        self.send(Message::text(reply.to_string())).await
+    }
+}
+
+/// Sends a close frame, waiting a bounded time for it to be flushed.
+async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::close_with(code, reason))).await;
+    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.close()).await;
+}
+
+/// Reads `?since=&epoch=`: no `since` is a live-only socket.
+pub fn parse_resume(query: &str) -> Result<Option<Resume>, String> {
+    let params = crate::query::parse(query);
+    let epoch = crate::query::last(&params, "epoch").map(str::to_owned);
+    match crate::query::last(&params, "since") {
+        None | Some("") => Ok(None),
+        Some(since) => since
+            .parse::<u64>()
+            .map(|since| Some(Resume { since, epoch }))
+            .map_err(|_| format!("since must be a non-negative integer, not {since:?}.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_needs_a_numeric_since() {
+        assert_eq!(parse_resume("").unwrap(), None);
+        assert_eq!(
+            parse_resume("since=5&epoch=abc").unwrap(),
+            Some(Resume {
+                since: 5,
+                epoch: Some("abc".into())
+            })
+        );
+        assert_eq!(
+            parse_resume("since=5").unwrap(),
+            Some(Resume {
+                since: 5,
+                epoch: None
+            })
+        );
+        assert!(parse_resume("since=-1").is_err());
+    }
+}

@@ -1,0 +1,532 @@
+//! Helpers for the end-to-end tests: start the real `user-service` and `gateway`
+//! binaries (built by cargo on first use) on free ports with a fresh SQLite file,
+//! a real `redis-server`, and talk to them with real HTTP and WebSocket clients.
+//! Every wait is bounded, so a broken build fails instead of hanging.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+    sync::watch,
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+/// How long a process may take to say it is listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for any one expected frame or answer.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The folder cargo builds into (`target/debug` for tests).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The path of a workspace binary, built once per test process.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ sits in the workspace");
+        let status = std::process::Command::new(cargo)
+            .current_dir(workspace)
+            .args(["build", "-p", "user-service", "-p", "gateway", "--bins"])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    bin_dir().join(name)
+}
+
+/// A running child process, killed when dropped.
+pub struct Process {
+    child: Child,
+    /// The address it logged as bound (`listen=`).
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `program` with `args` (logging JSON lines) and waits until it logs a
+    /// message containing `listening` with a `listen` field.
+    pub async fn start(program: &Path, args: &[String]) -> anyhow::Result<Process> {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("LOG_FORMAT", "json")
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, mut addr_rx) = watch::channel(None::<SocketAddr>);
+        let echo = std::env::var_os("E2E_ECHO").is_some();
+        let name = program.file_name().unwrap().to_string_lossy().into_owned();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = logs.clone();
+            let addr_tx = addr_tx.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if echo {
+                        eprintln!("[{name}] {line}");
+                    }
+                    if let Ok(json) = serde_json::from_str::<Value>(&line)
+                        && json["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("listening"))
+                        && let Some(addr) = json["listen"].as_str().and_then(|a| a.parse().ok())
+                    {
+                        let _ = addr_tx.send(Some(addr));
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = tokio::select! {
+            addr = addr_rx.wait_for(Option::is_some) => addr.ok().and_then(|a| *a),
+            _ = tokio::time::sleep(START_TIMEOUT) => None,
+            _ = child.wait() => None,
+        };
+        match addr {
+            Some(addr) => Ok(Process { child, addr, logs }),
+            None => bail!(
+                "{name} did not start listening; its output:\n{}",
+                logs.lock().unwrap().join("\n")
+            ),
+        }
+    }
+
+    /// Every line logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; its exit code.
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<i32> {
+        let pid = self.child.id().context("the process already exited")?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let exit = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .context("the process did not exit in time")??;
+        Ok(exit.code().unwrap_or(-1))
+    }
+
+    /// Kills the process at once (SIGKILL) and waits for it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A user-service on a fresh SQLite database in its own temporary folder.
+pub struct UserService {
+    pub process: Process,
+    pub dir: tempfile::TempDir,
+}
+
+impl UserService {
+    /// Starts one; `extra` are more flags (e.g. `--redis-url`).
+    pub async fn start(extra: &[String]) -> UserService {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let process = Self::start_in(&dir, extra, "127.0.0.1:0").await;
+        UserService { process, dir }
+    }
+
+    async fn start_in(dir: &tempfile::TempDir, extra: &[String], listen: &str) -> Process {
+        let mut args = vec![
+            "--listen".to_owned(),
+            listen.to_owned(),
+            "--database-url".to_owned(),
+            format!("sqlite://{}", dir.path().join("users.db").display()),
+        ];
+        args.extend(extra.iter().cloned());
+        Process::start(&binary("user-service"), &args)
+            .await
+            .expect("the user-service starts")
+    }
+
+    /// The gRPC URL the gateway is given.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.process.addr)
+    }
+
+    /// Stops it and starts it again on the same port and database.
+    pub async fn restart(&mut self, extra: &[String]) {
+        let addr = self.process.addr;
+        self.process.kill().await;
+        self.start_again(extra, addr).await;
+    }
+
+    /// Starts it again on `addr` after it was stopped.
+    pub async fn start_again(&mut self, extra: &[String], addr: SocketAddr) {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let mut args = vec![
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--database-url".to_owned(),
+                format!("sqlite://{}", self.dir.path().join("users.db").display()),
+            ];
+            args.extend(extra.iter().cloned());
+            match Process::start(&binary("user-service"), &args).await {
+                Ok(process) => {
+                    self.process = process;
+                    return;
+                }
+                // The port may linger for a moment after the old process.
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!("the user-service restarts: {error}"),
+            }
+        }
+    }
+}
+
+/// Starts a gateway in front of `user_service_url`, with more flags in `extra`.
+pub async fn start_gateway(user_service_url: &str, extra: &[String]) -> Process {
+    let mut args = vec![
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--user-service-url".to_owned(),
+        user_service_url.to_owned(),
+    ];
+    args.extend(extra.iter().cloned());
+    Process::start(&binary("gateway"), &args)
+        .await
+        .expect("the gateway starts")
+}
+
+/// A redis-server of our own on a free port, keeping nothing on disk.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one and waits until it answers PING.
+    pub async fn start() -> Redis {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+        };
+        redis.start_again().await;
+        redis
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (it keeps nothing: a restart starts empty).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it (again) on the same port.
+    pub async fn start_again(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &self.dir.path().display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if self.ping().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 7];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
+            Ok(Ok(_)) if &reply == b"+PONG\r\n"
+        )
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (`Null` when empty or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header's value, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A plain HTTP/1.1 client for one gateway.
+#[derive(Clone)]
+pub struct Http {
+    pub addr: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Http {
+    /// A client for the gateway at `addr`.
+    pub fn new(addr: SocketAddr) -> Http {
+        Http {
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends a request; `body` is sent as is with `content_type` when given.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("a valid request");
+        let response = tokio::time::timeout(STEP_TIMEOUT, self.client.request(request))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path} timed out"))
+            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("reading the body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A plain GET.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, None, None, &[]).await
+    }
+
+    /// Sends `json` with `Content-Type: application/json`.
+    pub async fn json(&self, method: &str, path: &str, json: &Value) -> Reply {
+        self.send(
+            method,
+            path,
+            Some("application/json"),
+            Some(serde_json::to_vec(json).unwrap()),
+            &[],
+        )
+        .await
+    }
+
+    /// Creates a user; its JSON.
+    pub async fn create(&self, first: &str, last: &str) -> Value {
+        let reply = self
+            .json(
+                "POST",
+                "/api/users/",
+                &serde_json::json!({"first_name": first, "last_name": last}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "creating a user: {:?}", reply.body);
+        reply.json()
+    }
+
+    /// PATCHes a user's first name; its JSON.
+    pub async fn rename(&self, id: i64, first: &str) -> Value {
+        let reply = self
+            .json(
+                "PATCH",
+                &format!("/api/users/{id}/"),
+                &serde_json::json!({"first_name": first}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "renaming a user: {:?}", reply.body);
+        reply.json()
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let reply = self.get("/readyz").await;
+            if reply.status == 200 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway never became ready: {:?}",
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A WebSocket client.
+pub struct Socket {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a socket read ended with, when it was not a text frame.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Closed(Option<u16>),
+    Error(String),
+    TimedOut,
+}
+
+impl Socket {
+    /// Connects to `/ws/user-updates/` with `query` (e.g. `since=3&epoch=…`).
+    pub async fn connect(addr: SocketAddr, query: &str) -> Socket {
+        let url = format!("ws://{addr}/ws/user-updates/?{query}");
+        let (stream, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connecting the socket timed out")
+            .expect("the socket connects");
+        Socket { stream }
+    }
+
+    /// Connects over a TCP socket with a small receive buffer (a slow reader).
+    pub async fn connect_small_buffer(addr: SocketAddr, recv_buffer: u32) -> Socket {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
+        let tcp = socket.connect(addr).await.expect("TCP connects");
+        let url = format!("ws://{addr}/ws/user-updates/");
+        let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("the socket connects");
+        Socket { stream }
+    }
+
+    /// The next text frame as JSON, skipping pings and pongs; or how it ended.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Value, Ended> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .map_err(|_| Ended::TimedOut)?;
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("frames are JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(Ended::Closed(frame.map(|f: CloseFrame| f.code.into())));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(Ended::Error(error.to_string())),
+                None => return Err(Ended::Closed(None)),
+            }
+        }
+    }
+
+    /// The next text frame as JSON; panics on anything else.
+    pub async fn frame(&mut self) -> Value {
+        match self.next(STEP_TIMEOUT).await {
+            Ok(frame) => frame,
+            Err(ended) => panic!("expected a frame, got {ended:?}"),
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("sending a frame");
+    }
+}
