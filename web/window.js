@@ -1,0 +1,243 @@
+// One editor window. Window 1 owns first_name, window 2 owns last_name; the other
+// field is read-only here and follows the live feed.
+//
+// Rules that keep typing safe:
+// - one PATCH in flight at a time; when it returns, whatever was typed since is sent
+//   next, so the last keystroke is always the last value saved;
+// - the owned field is never overwritten while it holds anything not yet sent, nor
+//   by the answer to our own PATCH (the server trims; the person may still be typing);
+// - an event or answer with a version lower than the one shown is ignored;
+// - 412 (someone else changed the user) refetches, then sends again;
+// - a failed send (offline, 503) is retried when the feed reconnects.
+// Server text is only ever set with .value / .textContent, never as HTML.
+
+import { bearerToken, createUser, getUser, patchUser } from './api.js';
+import { Feed } from './feed.js';
+
+const DEBOUNCE_MS = 150;
+const RETRY_MS = 2000;
+const LABELS = { first_name: 'first name', last_name: 'last name' };
+const STATE_TEXT = {
+  connected: 'connected',
+  reconnecting: 'reconnecting…',
+  offline: 'offline',
+  disconnected: 'disconnected',
+};
+
+const windowNumber = /\/window\/2(\/|$)/.test(location.pathname) ? 2 : 1;
+const owned = windowNumber === 1 ? 'first_name' : 'last_name';
+const other = owned === 'first_name' ? 'last_name' : 'first_name';
+const otherWindow = windowNumber === 1 ? 2 : 1;
+
+const $ = (id) => document.getElementById(id);
+const inputs = { first_name: $('first_name'), last_name: $('last_name') };
+const ownedInput = inputs[owned];
+const otherInput = inputs[other];
+
+const state = {
+  userId: parseUserId(new URLSearchParams(location.search).get('user')),
+  loaded: false,
+  version: 0,
+  // The last value of the owned field handed to the server (or taken from it).
+  lastSent: '',
+  inFlight: false,
+  debounce: null,
+  retryTimer: null,
+  failed: false,
+};
+
+function parseUserId(raw) {
+  return raw && /^\d+$/.test(raw) && Number(raw) > 0 ? Number(raw) : 1;
+}
+
+function hasUnsentTyping() {
+  return state.inFlight || state.debounce !== null || ownedInput.value !== state.lastSent;
+}
+
+function setupFields() {
+  setupTitles();
+  $('owner').textContent =
+    `This window edits the ${LABELS[owned]}. The ${LABELS[other]} is edited in window ${otherWindow} and shown here live.`;
+  $(`${owned}-role`).textContent = '(edited here)';
+  $(`${other}-role`).textContent = `(read-only, edited in window ${otherWindow})`;
+  otherInput.readOnly = true;
+  otherInput.setAttribute('aria-readonly', 'true');
+  ownedInput.setAttribute('aria-describedby', `${owned}-error`);
+  ownedInput.disabled = true;
+  ownedInput.addEventListener('input', () => {
+    clearTimeout(state.debounce);
+    state.debounce = setTimeout(() => {
+      state.debounce = null;
+      flush();
+    }, DEBOUNCE_MS);
+    setSaved('editing…');
+  });
+  $('editor').addEventListener('submit', (event) => {
+    event.preventDefault();
+    flush();
+  });
+  $('create').addEventListener('click', create);
+}
+
+function setStatus(name) {
+  const status = $('status');
+  status.dataset.state = name;
+  status.textContent = STATE_TEXT[name] ?? name;
+}
+
+function setSaved(text) {
+  $('saved').textContent = text;
+}
+
+function showMessage(text) {
+  const message = $('message');
+  message.textContent = text;
+  message.hidden = !text;
+}
+
+function showFieldError(field, text) {
+  const element = $(`${field}-error`);
+  element.textContent = text;
+  element.hidden = !text;
+  inputs[field].setAttribute('aria-invalid', text ? 'true' : 'false');
+}
+
+/**
+ * Shows a user from the server, unless it is older than what is shown. A fetch
+ * (`fetched`) always wins: after a resync the database may be a new one.
+ */
+function applyUser(user, { ownAnswer = false, fetched = false } = {}) {
+  if (!user || user.id !== state.userId) return;
+  if (state.loaded && !fetched && user.version < state.version) return;
+  state.loaded = true;
+  state.version = user.version;
+  $('version').textContent = String(user.version);
+  otherInput.value = user[other];
+  if (!ownAnswer && !hasUnsentTyping()) {
+    ownedInput.value = user[owned];
+    state.lastSent = user[owned];
+  }
+  $('editor').hidden = false;
+  $('missing').hidden = true;
+  ownedInput.disabled = false;
+}
+
+function showMissing(text) {
+  state.loaded = false;
+  $('editor').hidden = true;
+  $('missing-text').textContent = text;
+  $('missing').hidden = false;
+}
+
+async function load() {
+  const answer = await getUser(state.userId);
+  if (answer.status === 404) {
+    showMissing(`User ${state.userId} does not exist.`);
+    return;
+  }
+  if (!answer.ok) {
+    showMessage(answer.body?.detail ?? `Loading the user failed (${answer.status}).`);
+    setTimeout(load, RETRY_MS);
+    return;
+  }
+  showMessage('');
+  applyUser(answer.body, { fetched: true });
+  if (!hasUnsentTyping()) setSaved('saved');
+}
+
+async function create() {
+  $('create').disabled = true;
+  const answer = await createUser({ first_name: 'New', last_name: 'User' });
+  $('create').disabled = false;
+  if (answer.status !== 201) {
+    showMessage(answer.body?.detail ?? `Creating the user failed (${answer.status}).`);
+    return;
+  }
+  state.userId = answer.body.id;
+  state.version = 0;
+  state.lastSent = answer.body[owned];
+  ownedInput.value = answer.body[owned];
+  const url = new URL(location.href);
+  url.searchParams.set('user', String(state.userId));
+  history.replaceState(null, '', url);
+  setupTitles();
+  showMessage('');
+  applyUser(answer.body, { fetched: true });
+  setSaved('saved');
+}
+
+function setupTitles() {
+  document.title = `Window ${windowNumber}: ${LABELS[owned]} of user ${state.userId}`;
+  $('title').textContent = `Window ${windowNumber}: user ${state.userId}`;
+}
+
+/** Sends the owned field if it holds something unsent; one request at a time. */
+async function flush() {
+  if (state.inFlight || !state.loaded) return;
+  const value = ownedInput.value;
+  if (value === state.lastSent && !state.failed) return;
+  state.inFlight = true;
+  clearTimeout(state.retryTimer);
+  setSaved('saving…');
+  const answer = await patchUser(state.userId, { [owned]: value }, state.version);
+  state.inFlight = false;
+  switch (answer.status) {
+    case 200:
+      state.lastSent = value;
+      state.failed = false;
+      showFieldError(owned, '');
+      applyUser(answer.body, { ownAnswer: true });
+      break;
+    case 400:
+      // Keep what the person typed; say why the server refused it.
+      state.lastSent = value;
+      state.failed = false;
+      showFieldError(owned, (answer.body?.[owned] ?? [answer.body?.detail ?? 'Invalid value.']).join(' '));
+      setSaved('not saved');
+      return;
+    case 404:
+      showMissing(`User ${state.userId} no longer exists.`);
+      return;
+    case 412:
+      await load();
+      state.failed = true;
+      break;
+    default:
+      state.failed = true;
+      setSaved('not saved yet: will retry');
+      state.retryTimer = setTimeout(flush, RETRY_MS);
+      return;
+  }
+  if (ownedInput.value !== state.lastSent || state.failed) {
+    flush();
+  } else if (state.debounce === null) {
+    setSaved('saved');
+  }
+}
+
+function onEvent(message) {
+  const data = message.data ?? {};
+  if (data.user?.id !== state.userId) return;
+  if (data.action === 'delete') {
+    showMissing(`User ${state.userId} was deleted.`);
+    return;
+  }
+  applyUser(data.user);
+}
+
+setupFields();
+setStatus('disconnected');
+const feed = new Feed({
+  token: bearerToken,
+  onState: (name) => {
+    setStatus(name);
+  },
+  onHello: (_message, epochChanged) => {
+    if (epochChanged || !state.loaded) load();
+    if (state.failed) flush();
+  },
+  onResync: () => load(),
+  onEvent,
+});
+feed.start();
+load();
