@@ -143,9 +143,13 @@ impl UserService for UsersApi {
         request: Request<pb::WatchUsersRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let request = request.into_inner();
+        let from = match (request.since_seq, request.replay_tail) {
+            (0, Some(count)) => watch::Start::Tail(count),
+            (since, _) => watch::Start::Seq(since),
+        };
         let opened = watch::open(
             self.store.clone(),
-            request.since_seq,
+            from,
             &request.epoch,
             self.shutdown.clone(),
         )

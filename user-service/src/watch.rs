@@ -30,10 +30,19 @@ pub struct Opened {
     pub events: EventStream,
 }
 
-/// Checks `since` and `epoch` against the log and starts the watcher's task.
+/// Where a watch starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// After this seq; 0 replays every event kept.
+    Seq(u64),
+    /// The newest this many events kept (0: live events only).
+    Tail(u64),
+}
+
+/// Checks the start and `epoch` against the log and starts the watcher's task.
 pub async fn open(
     store: Arc<Store>,
-    since: u64,
+    from: Start,
     epoch: &str,
     shutdown: CancellationToken,
 ) -> Result<Opened, Error> {
@@ -47,16 +56,17 @@ pub async fn open(
     // either in the table when we read it or in this receiver.
     let live = store.subscribe();
     let head = store.head();
-    if since > head {
-        return Err(Error::SeqAhead { since, head });
-    }
     let oldest = store.oldest_seq().await?;
-    let last = match (since, oldest) {
-        (0, Some(oldest)) => oldest - 1,
-        (since, Some(oldest)) if since + 1 < oldest => {
+    let last = match (from, oldest) {
+        (Start::Seq(since), _) if since > head => return Err(Error::SeqAhead { since, head }),
+        (Start::Seq(0), Some(oldest)) => oldest - 1,
+        (Start::Seq(since), Some(oldest)) if since + 1 < oldest => {
             return Err(Error::SeqExpired { since, oldest });
         }
-        (since, _) => since,
+        (Start::Seq(since), _) => since,
+        (Start::Tail(count), oldest) => head
+            .saturating_sub(count)
+            .max(oldest.map_or(head, |o| o - 1)),
     };
 
     let (client, events) = mpsc::channel(CLIENT_QUEUE);

@@ -31,13 +31,35 @@ pub async fn open(
     since: u64,
     epoch: &str,
 ) -> Result<Opened, Status> {
-    let response = client
-        .clone()
-        .watch_users(pb::WatchUsersRequest {
+    open_request(
+        client,
+        pb::WatchUsersRequest {
             since_seq: since,
             epoch: epoch.to_owned(),
-        })
-        .await?;
+            replay_tail: None,
+        },
+    )
+    .await
+}
+
+/// Opens WatchUsers on the newest `tail` events kept, then live ones (0: live only).
+pub async fn open_tail(client: &UserServiceClient<Channel>, tail: u64) -> Result<Opened, Status> {
+    open_request(
+        client,
+        pb::WatchUsersRequest {
+            since_seq: 0,
+            epoch: String::new(),
+            replay_tail: Some(tail),
+        },
+    )
+    .await
+}
+
+async fn open_request(
+    client: &UserServiceClient<Channel>,
+    request: pb::WatchUsersRequest,
+) -> Result<Opened, Status> {
+    let response = client.clone().watch_users(request).await?;
     let metadata = response.metadata();
     let epoch = metadata
         .get(EPOCH_HEADER)
@@ -74,17 +96,7 @@ async fn open_for_window(
     client: &UserServiceClient<Channel>,
     window: u64,
 ) -> Result<Opened, Status> {
-    let probe = open(client, 0, "").await?;
-    if probe.head <= window {
-        return Ok(probe);
-    }
-    let since = probe.head - window;
-    drop(probe);
-    match open(client, since, "").await {
-        // Pruned meanwhile: what is kept is less than a window anyway.
-        Err(status) if status.code() == Code::OutOfRange => open(client, 0, "").await,
-        other => other,
-    }
+    open_tail(client, window).await
 }
 
 /// Follows WatchUsers until `shutdown`, reconnecting with capped backoff.
@@ -221,7 +233,7 @@ pub async fn backfill(
 
 /// The user-service's epoch and newest seq, from a WatchUsers stream's metadata.
 pub async fn probe(client: &UserServiceClient<Channel>) -> Result<(String, u64), Status> {
-    let opened = open(client, 0, "").await?;
+    let opened = open_tail(client, 0).await?;
     Ok((opened.epoch, opened.head))
 }
 

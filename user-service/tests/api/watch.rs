@@ -33,6 +33,7 @@ async fn watch(
         .watch_users(pb::WatchUsersRequest {
             since_seq,
             epoch: epoch.into(),
+            replay_tail: None,
         })
         .await
 }
@@ -248,4 +249,39 @@ async fn shutting_down_ends_open_watches_with_unavailable() {
     let status = end.expect_err("the watch ends with a status");
     assert_eq!(status.code(), Code::Unavailable);
     stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tail_watch_replays_only_the_newest_events_and_zero_means_live_only() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        app.create(&format!("U{i}"), "X").await;
+    }
+    let mut client = app.new_client().await;
+    let tail = |n| pb::WatchUsersRequest {
+        since_seq: 0,
+        epoch: String::new(),
+        replay_tail: Some(n),
+    };
+
+    let mut last_two = client.watch_users(tail(2)).await.unwrap().into_inner();
+    let live_only = client.watch_users(tail(0)).await.unwrap();
+    let head = live_only
+        .metadata()
+        .get("x-users-head-seq")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut live_only = live_only.into_inner();
+    let mut more_than_kept = client.watch_users(tail(50)).await.unwrap().into_inner();
+    app.create("U5", "X").await;
+
+    assert_eq!(seqs(&take(&mut last_two, 3).await), [4, 5, 6]);
+    assert_eq!(head, "5");
+    assert_eq!(seqs(&take(&mut live_only, 1).await), [6]);
+    assert_eq!(
+        seqs(&take(&mut more_than_kept, 6).await),
+        [1, 2, 3, 4, 5, 6]
+    );
 }
