@@ -6,15 +6,20 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::{Channel, Endpoint};
-use users_proto::v1::user_service_client::UserServiceClient;
+use tonic::transport::Endpoint;
 
 use crate::{
+    auth::Authenticator,
     config::Config,
+    cors::Cors,
     events::{self, Hub},
     handlers::Context,
+    limits::Limits,
     routes::{self, Routes},
+    server, tls,
+    upstream::{Credentials, UsersClient},
     ws::SocketConfig,
 };
 
@@ -29,19 +34,31 @@ pub struct Application {
     config: Config,
     listener: TcpListener,
     context: Context,
-    watch_client: UserServiceClient<Channel>,
+    watch_client: UsersClient,
     redis: Option<deadpool_redis::redis::Client>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Application {
     /// Binds the listen address and prepares the clients (connections are made
     /// lazily, so a user-service that is not up yet is not an error here).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let auth = Arc::new(Authenticator::new(&config.auth)?);
+        let credentials = Credentials::new(config.service_token.as_deref())?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let listener = bind(&config).with_context(|| format!("binding {}", config.listen))?;
-        let endpoint = Endpoint::from_shared(config.user_service_url.clone())
+        let mut endpoint = Endpoint::from_shared(config.user_service_url.clone())
             .with_context(|| format!("the user-service URL {:?}", config.user_service_url))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true);
+        if config.user_service_url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(tls::grpc_client(config.user_service_ca.as_deref())?)
+                .context("TLS to the user-service")?;
+        }
         let rest_channel = endpoint
             .clone()
             .timeout(config.request_timeout)
@@ -67,7 +84,11 @@ impl Application {
             usize::try_from(config.ws_queue).unwrap_or(usize::MAX),
         ));
         let context = Context {
-            users: UserServiceClient::new(rest_channel.clone()),
+            users: credentials.client(rest_channel.clone()),
+            channel: rest_channel.clone(),
+            credentials: credentials.clone(),
+            auth,
+            limits: Arc::new(Limits::new(config.limits())),
             health: tonic_health::pb::health_client::HealthClient::new(rest_channel),
             redis: pool,
             hub,
@@ -76,8 +97,9 @@ impl Application {
             config,
             listener,
             context,
-            watch_client: UserServiceClient::new(watch_channel),
+            watch_client: credentials.client(watch_channel),
             redis,
+            tls,
         })
     }
 
@@ -96,6 +118,7 @@ impl Application {
             context,
             watch_client,
             redis,
+            tls,
         } = self;
         let hub = context.hub.clone();
         let stop_source = CancellationToken::new();
@@ -133,20 +156,30 @@ impl Application {
             tracker: tracker.clone(),
             web_dir: config.web_dir.clone(),
             ready_timeout: config.connect_timeout,
+            cors: Cors::new(&config.cors_allow_origins),
+            https: tls.is_some(),
         });
         let listen = listener.local_addr()?;
+        if config.auth.auth == crate::auth::AuthMode::None {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--auth none): anyone who can reach {listen} may read \
+                 and change every user. For local development only."
+            );
+        }
         tracing::info!(
             listen = %listen,
             user_service = %config.user_service_url,
             events = if config.redis_url.is_some() { "redis" } else { "watch" },
+            auth = ?config.auth.auth,
+            tls = tls.is_some(),
             "gateway listening"
         );
-        let server = tokio::spawn(
-            warp::serve(filter)
-                .incoming(listener)
-                .graceful(stop_serving.clone().cancelled_owned())
-                .run(),
-        );
+        let server = tokio::spawn(server::run(
+            listener,
+            filter,
+            tls,
+            stop_serving.clone().cancelled_owned(),
+        ));
 
         shutdown.await;
         tracing::info!(

@@ -5,6 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 pub use service_runtime::LogFormat;
 
+use crate::{
+    auth::AuthConfig,
+    limits::{LimitSettings, RateSetting},
+};
+
 /// The gateway: the POC's REST API and WebSocket feed in front of the user-service.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "gateway", version, about, long_about = None)]
@@ -79,6 +84,94 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Authentication: `--auth`, the JWT algorithm, key, audience, issuer, leeway.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// Token the user-service requires of its callers (sent as `authorization:
+    /// Bearer …` on every RPC). Unset: none sent.
+    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
+
+    /// PEM CA certificate to trust for an `https://` user-service URL (unset: the
+    /// system's roots).
+    #[arg(long, env = "USER_SERVICE_CA")]
+    pub user_service_ca: Option<PathBuf>,
+
+    /// PEM certificate chain: serve HTTPS and WSS instead of HTTP (with
+    /// `--tls-key`).
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Origins (scheme://host[:port], comma-separated) whose pages may call the API
+    /// and open sockets cross-origin. Empty: none; the gateway's own origin always
+    /// may open sockets.
+    #[arg(long, env = "CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Reads (GET, HEAD, OPTIONS) allowed per identity (token `sub`, or client IP
+    /// when anonymous), as `<count>/<s|m|h|d>`, or `off`. 429 beyond.
+    #[arg(long, env = "RATE_LIMIT_READS", default_value = "1200/min")]
+    pub rate_limit_reads: RateSetting,
+
+    /// Writes (POST, PUT, PATCH, DELETE) allowed per identity, as for reads.
+    #[arg(long, env = "RATE_LIMIT_WRITES", default_value = "600/min")]
+    pub rate_limit_writes: RateSetting,
+
+    /// Socket handshakes allowed per identity, as for reads.
+    #[arg(long, env = "RATE_LIMIT_CONNECTS", default_value = "60/min")]
+    pub rate_limit_connects: RateSetting,
+
+    /// Open sockets per identity (0: no cap); 503 on the handshake beyond.
+    #[arg(long, env = "WS_MAX_PER_IDENTITY", default_value_t = 64)]
+    pub ws_max_per_identity: usize,
+
+    /// Open sockets in total (0: no cap); 503 on the handshake beyond.
+    #[arg(long, env = "WS_MAX_TOTAL", default_value_t = 10_000)]
+    pub ws_max_total: usize,
+
+    /// `gateway token …` mints a token instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Prints an HS256 token signed with the configured secret (JWT_SECRET), for
+    /// local use: `gateway token --sub alice --fields first_name --ttl 1h`.
+    Token {
+        /// The caller's identity (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Only the fields writes may change (comma-separated); unset: both.
+        #[arg(long, value_delimiter = ',', conflicts_with = "read_only")]
+        fields: Vec<String>,
+        /// Only `users:read`: no writes at all.
+        #[arg(long)]
+        read_only: bool,
+    },
+}
+
+impl Config {
+    /// The rate limits and socket caps.
+    pub fn limits(&self) -> LimitSettings {
+        LimitSettings {
+            reads: self.rate_limit_reads,
+            writes: self.rate_limit_writes,
+            connects: self.rate_limit_connects,
+            sockets_per_identity: self.ws_max_per_identity,
+            sockets_total: self.ws_max_total,
+        }
+    }
 }
 
 impl Config {
@@ -88,6 +181,7 @@ impl Config {
         let mut config = Config::try_parse_from(["gateway"]).expect("the defaults parse");
         config.listen = "127.0.0.1:0".parse().expect("a valid address");
         config.user_service_url = user_service_url.into();
+        config.auth.auth = crate::auth::AuthMode::None;
         config
     }
 }

@@ -10,6 +10,8 @@ use warp::{
     reply::Response,
 };
 
+use crate::auth::{self, AuthError};
+
 /// The generic detail of a 500; DRF's own words.
 pub const MSG_SERVER_ERROR: &str = "A server error occurred.";
 /// The detail of a 404, as DRF words it.
@@ -31,6 +33,30 @@ pub enum Error {
     /// 400 `{"detail": "…"}`: a malformed query parameter.
     #[error("{0}")]
     BadRequest(String),
+    /// 401 `{"detail": "Authentication credentials were not provided."}` or
+    /// `{"detail": "Given token not valid for any token type"}`, with
+    /// `WWW-Authenticate: Bearer realm="api"`.
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    /// 403 `{"detail": "You do not have permission to perform this action."}`.
+    #[error("forbidden")]
+    Forbidden,
+    /// 403 `{"detail": "…"}`: a browser socket from an origin not allowed.
+    #[error("origin not allowed")]
+    OriginRefused,
+    /// 429 `{"detail": "Request was throttled. Expected available in N seconds."}`
+    /// with `Retry-After: N`.
+    #[error("throttled for {0} s")]
+    Throttled(u64),
+    /// 414 `{"detail": "…"}`: the query string is over the cap.
+    #[error("query string over {0} bytes")]
+    QueryTooLong(usize),
+    /// 431 `{"detail": "…"}`: the request's head is over the cap.
+    #[error("request head over {0} bytes")]
+    HeadTooLarge(usize),
+    /// 503 `{"detail": "…"}` with `Retry-After`: too many sockets are open.
+    #[error("socket cap reached")]
+    TooManySockets,
     /// 404 `{"detail": "Not found."}`.
     #[error("not found")]
     NotFound,
@@ -62,6 +88,12 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden | Error::OriginRefused => StatusCode::FORBIDDEN,
+            Error::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
+            Error::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::TooManySockets => StatusCode::SERVICE_UNAVAILABLE,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +122,31 @@ impl Error {
             Error::Parse(message) => json!({ "detail": format!("JSON parse error - {message}") }),
             Error::BadRequest(message) => json!({ "detail": message }),
             Error::NotFound => json!({ "detail": MSG_NOT_FOUND }),
+            Error::Unauthenticated(AuthError::Missing) => {
+                json!({ "detail": auth::MSG_NOT_PROVIDED })
+            }
+            Error::Unauthenticated(AuthError::Invalid(_)) => {
+                json!({ "detail": auth::MSG_INVALID_TOKEN })
+            }
+            Error::Forbidden => json!({ "detail": auth::MSG_FORBIDDEN }),
+            Error::OriginRefused => {
+                json!({ "detail": "This origin may not open a socket here." })
+            }
+            Error::Throttled(wait) => json!({
+                "detail": format!(
+                    "Request was throttled. Expected available in {wait} second{}.",
+                    if *wait == 1 { "" } else { "s" }
+                )
+            }),
+            Error::QueryTooLong(limit) => json!({
+                "detail": format!("The query string is too long: the limit is {limit} bytes.")
+            }),
+            Error::HeadTooLarge(limit) => json!({
+                "detail": format!("The request's headers are too large: the limit is {limit} bytes.")
+            }),
+            Error::TooManySockets => json!({
+                "detail": "Too many sockets are open; try again later."
+            }),
             Error::MethodNotAllowed { method, .. } => {
                 json!({ "detail": format!("Method \"{method}\" not allowed.") })
             }
@@ -112,13 +169,30 @@ impl Error {
         match &self {
             Error::Internal(cause) => tracing::error!(%cause, "internal error"),
             Error::Unavailable(cause) => tracing::warn!(%cause, "user-service unavailable"),
+            Error::Unauthenticated(AuthError::Invalid(reason)) => {
+                tracing::debug!(%reason, "refused a token")
+            }
             _ => {}
         }
         let mut response = json_response(self.status(), &self.body());
-        if let Error::MethodNotAllowed { allow, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        let headers = response.headers_mut();
+        match self {
+            Error::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Error::Unauthenticated(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(auth::WWW_AUTHENTICATE),
+                );
+            }
+            Error::Throttled(wait) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            }
+            Error::TooManySockets => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         response
     }
@@ -238,6 +312,27 @@ mod tests {
         let body = error.body().to_string();
         assert!(!body.contains("secret"), "{body}");
         assert_eq!(body, r#"{"detail":"A server error occurred."}"#);
+    }
+
+    #[test]
+    fn auth_errors_answer_as_drf_does() {
+        let missing = Error::Unauthenticated(AuthError::Missing).into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            missing.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"api\""
+        );
+        assert_eq!(
+            Error::Throttled(1).body(),
+            json!({"detail": "Request was throttled. Expected available in 1 second."})
+        );
+        let throttled = Error::Throttled(7).into_response();
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(throttled.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(
+            Error::Forbidden.body(),
+            json!({"detail": "You do not have permission to perform this action."})
+        );
     }
 
     #[test]

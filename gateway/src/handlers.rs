@@ -2,23 +2,26 @@
 //! and the answer into DRF's JSON. Paths, methods, bodies and media types are
 //! checked here in the order DRF checks them (route, method, object, body).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use prost_types::FieldMask;
 use serde::Serialize;
 use serde_json::json;
 use tonic::transport::Channel;
-use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
+use users_proto::v1 as pb;
 use warp::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     reply::Response,
 };
 
 use crate::{
+    auth::{self, Authenticator, Caller},
     error::{Error, json_response},
     events::Hub,
     json::{BodyError, FieldValue, NameFields, UserJson, parse_name_fields},
+    limits::{self, Class, Limits},
+    upstream::{Credentials, UsersClient},
 };
 
 /// `Allow` of `/api/users/`.
@@ -30,11 +33,21 @@ const MAX_PAGE_SIZE: i32 = 1000;
 /// The two editable fields, in the order DRF reports them.
 const NAME_FIELDS: [&str; 2] = ["first_name", "last_name"];
 
-/// What every handler needs: the user-service, and what readiness looks at.
+/// What every handler needs: the user-service, who may call, and what readiness
+/// looks at.
 #[derive(Clone)]
 pub struct Context {
-    /// The user-service client for REST calls (request timeout applies).
-    pub users: UserServiceClient<Channel>,
+    /// The user-service client for REST calls (request timeout applies); per
+    /// request it speaks for the caller.
+    pub users: UsersClient,
+    /// The channel `users` runs on, and the gateway's credentials, from which each
+    /// request's client is made.
+    pub channel: Channel,
+    pub credentials: Credentials,
+    /// Checks bearer tokens.
+    pub auth: Arc<Authenticator>,
+    /// Rate limits and socket caps.
+    pub limits: Arc<Limits>,
     /// The user-service's grpc.health.v1, for `/readyz`.
     pub health: tonic_health::pb::health_client::HealthClient<Channel>,
     /// Redis, when events come from it: `/readyz` checks it answers.
@@ -53,6 +66,80 @@ pub struct ApiRequest {
     /// The body, or the error reading it gave (413), reported only if the route and
     /// method are right, as DRF would.
     pub body: Result<Bytes, Error>,
+    /// The client's address (rate limits of anonymous callers).
+    pub client: Option<SocketAddr>,
+}
+
+/// What a request needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// `users:read`.
+    Read,
+    /// `users:write` for at least one field (which fields is checked on the body).
+    SomeWrite,
+    /// `users:write` on every field: create and delete.
+    FullWrite,
+}
+
+/// Authenticates the request (401), and makes `context.users` speak for the
+/// caller.
+fn authenticate(context: &mut Context, request: &ApiRequest) -> Result<Caller, Error> {
+    let header = request
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = auth::bearer(header);
+    let caller = context
+        .auth
+        .authenticate(token)
+        .map_err(Error::Unauthenticated)?;
+    context.users = context
+        .credentials
+        .for_caller(caller.sub.as_deref())
+        .client(context.channel.clone());
+    Ok(caller)
+}
+
+/// Checks the caller may do what the request needs (403), then spends from its
+/// rate limit (429): DRF's order.
+fn permit(
+    context: &Context,
+    request: &ApiRequest,
+    caller: &Caller,
+    need: Need,
+) -> Result<(), Error> {
+    let allowed = match need {
+        Need::Read => caller.read,
+        Need::SomeWrite => caller.write && !caller.fields.is_empty(),
+        Need::FullWrite => caller.may_write_all(),
+    };
+    if !allowed {
+        return Err(Error::Forbidden);
+    }
+    let class = if need == Need::Read {
+        Class::Read
+    } else {
+        Class::Write
+    };
+    context
+        .limits
+        .check(class, &limits::identity(caller, request.client))
+        .map_err(|wait| Error::Throttled(limits::wait_seconds(wait)))
+}
+
+/// 403 unless the caller may write every field the body (PATCH) or the method
+/// (PUT: both) changes. Runs before the user-service is asked, so nothing changes.
+pub fn permit_fields(caller: &Caller, fields: &NameFields, partial: bool) -> Result<(), Error> {
+    let written = [
+        ("first_name", fields.first_name.is_some()),
+        ("last_name", fields.last_name.is_some()),
+    ];
+    for (field, sent) in written {
+        if (sent || !partial) && !caller.may_write(field) {
+            return Err(Error::Forbidden);
+        }
+    }
+    Ok(())
 }
 
 /// Answers any request under `/api/users`: every response carries `Allow`, as
@@ -76,9 +163,14 @@ pub async fn users(context: Context, request: ApiRequest) -> Response {
 }
 
 async fn collection(mut context: Context, request: ApiRequest) -> Result<Response, Error> {
+    let caller = authenticate(&mut context, &request)?;
     match request.method {
-        Method::GET | Method::HEAD => list(&mut context, &request).await,
+        Method::GET | Method::HEAD => {
+            permit(&context, &request, &caller, Need::Read)?;
+            list(&mut context, &request).await
+        }
         Method::POST => {
+            permit(&context, &request, &caller, Need::FullWrite)?;
             let fields = read_fields(&request)?;
             let (user, typing) = to_proto(0, &fields);
             let created = context
@@ -88,7 +180,10 @@ async fn collection(mut context: Context, request: ApiRequest) -> Result<Respons
             let user = with_typing_errors(created, typing)?;
             Ok(user_response(StatusCode::CREATED, &user))
         }
-        Method::OPTIONS => Ok(options_response("User List")),
+        Method::OPTIONS => {
+            permit(&context, &request, &caller, Need::Read)?;
+            Ok(options_response("User List"))
+        }
         method => Err(not_allowed(method, ALLOW_COLLECTION)),
     }
 }
@@ -100,8 +195,10 @@ async fn item(
 ) -> Result<Response, Error> {
     // A path that is not an integer id is a missing page, whatever the method.
     let id = id.ok_or(Error::NotFound)?;
+    let caller = authenticate(&mut context, &request)?;
     match request.method {
         Method::GET | Method::HEAD => {
+            permit(&context, &request, &caller, Need::Read)?;
             let user = context
                 .users
                 .get_user(pb::GetUserRequest { id })
@@ -110,6 +207,7 @@ async fn item(
             Ok(user_response(StatusCode::OK, &user))
         }
         Method::PATCH | Method::PUT => {
+            permit(&context, &request, &caller, Need::SomeWrite)?;
             let partial = request.method == Method::PATCH;
             let expected_version = if_match(&request.headers)?;
             let fields = match read_fields(&request) {
@@ -120,17 +218,9 @@ async fn item(
                     return Err(error);
                 }
             };
+            permit_fields(&caller, &fields, partial)?;
             let (user, typing) = to_proto(id, &fields);
-            let paths = if partial {
-                NAME_FIELDS
-                    .iter()
-                    .zip([&fields.first_name, &fields.last_name])
-                    .filter(|(_, value)| value.is_some())
-                    .map(|(name, _)| (*name).to_owned())
-                    .collect()
-            } else {
-                NAME_FIELDS.map(str::to_owned).to_vec()
-            };
+            let paths = update_paths(&fields, partial);
             let updated = context
                 .users
                 .update_user(pb::UpdateUserRequest {
@@ -143,6 +233,7 @@ async fn item(
             Ok(user_response(StatusCode::OK, &user))
         }
         Method::DELETE => {
+            permit(&context, &request, &caller, Need::FullWrite)?;
             let expected_version = if_match(&request.headers)?;
             context
                 .users
@@ -155,7 +246,10 @@ async fn item(
             *response.status_mut() = StatusCode::NO_CONTENT;
             Ok(response)
         }
-        Method::OPTIONS => Ok(options_response("User Instance")),
+        Method::OPTIONS => {
+            permit(&context, &request, &caller, Need::Read)?;
+            Ok(options_response("User Instance"))
+        }
         method => Err(not_allowed(method, ALLOW_ITEM)),
     }
 }
@@ -242,13 +336,27 @@ fn read_fields(request: &ApiRequest) -> Result<NameFields, Error> {
     })
 }
 
+/// The update mask of a PATCH (`partial`: the fields sent) or a PUT (both).
+pub fn update_paths(fields: &NameFields, partial: bool) -> Vec<String> {
+    if partial {
+        NAME_FIELDS
+            .iter()
+            .zip([&fields.first_name, &fields.last_name])
+            .filter(|(_, value)| value.is_some())
+            .map(|(name, _)| (*name).to_owned())
+            .collect()
+    } else {
+        NAME_FIELDS.map(str::to_owned).to_vec()
+    }
+}
+
 /// The proto user for a body, and the JSON typing errors found on the way.
 ///
 /// A field with a typing error is sent as `""`, which the user-service always
 /// refuses as blank: the call then fails without changing anything, yet still
 /// reports the other field's violations and a missing user (404) in DRF's order.
 /// [`with_typing_errors`] puts our message back in place of "blank".
-fn to_proto(id: i64, fields: &NameFields) -> (pb::User, Vec<(String, String)>) {
+pub fn to_proto(id: i64, fields: &NameFields) -> (pb::User, Vec<(String, String)>) {
     let mut typing = Vec::new();
     let mut value = |name: &str, field: &Option<FieldValue>| match field {
         None => None,
@@ -318,7 +426,10 @@ struct Page {
 /// page in DRF's envelope.
 async fn list(context: &mut Context, request: &ApiRequest) -> Result<Response, Error> {
     let params = crate::query::parse(&request.query);
-    let limit = crate::query::last(&params, "limit").and_then(|v| positive_int(v, true));
+    // DRF's `max_limit`: a bigger page is lowered, not refused.
+    let limit = crate::query::last(&params, "limit")
+        .and_then(|v| positive_int(v, true))
+        .map(|limit| limit.min(limits::MAX_LIMIT));
     let Some(limit) = limit else {
         let (users, _) = fetch(context, 0, None).await?;
         let users: Vec<UserJson> = users.iter().map(UserJson::from).collect();

@@ -4,14 +4,21 @@
 //! window of recent events.
 
 pub mod app;
+pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod events;
 pub mod handlers;
+pub mod headers;
 pub mod json;
+pub mod limits;
 pub mod openapi;
 pub mod query;
 pub mod routes;
+pub mod server;
+pub mod tls;
+pub mod upstream;
 pub mod web;
 pub mod ws;
 

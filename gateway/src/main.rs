@@ -1,10 +1,30 @@
 use clap::Parser;
-use gateway::{Application, Config};
+use gateway::{
+    Application, Config,
+    auth::{self, Mint},
+    config::Command,
+};
 use service_runtime::{init_logging, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Some(Command::Token {
+        sub,
+        ttl,
+        fields,
+        read_only,
+    }) = &config.command
+    {
+        let mint = Mint {
+            sub: sub.clone(),
+            ttl: *ttl,
+            read_only: *read_only,
+            fields: fields.clone(),
+        };
+        println!("{}", auth::mint(&config.auth, &mint)?);
+        return Ok(());
+    }
     init_logging(config.log_format);
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown_signal()).await

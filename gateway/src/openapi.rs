@@ -62,6 +62,33 @@ pub fn document() -> Value {
     let too_large = detail("The body is over 16 KiB.");
     let unsupported = detail("The body is not `application/json`.");
     let precondition = detail("If-Match names a version the user is no longer at.");
+    let unauthenticated = json!({
+        "description": "No bearer token, or one that is not valid (with `--auth jwt`).",
+        "headers": { "WWW-Authenticate": { "schema": { "type": "string" } } },
+        "content": json_of(json!({ "$ref": "#/components/schemas/Detail" }))
+    });
+    let forbidden = detail("The token's scope or fields do not allow this.");
+    let throttled = json!({
+        "description": "Over the caller's rate limit; `Retry-After` says when to try again.",
+        "headers": { "Retry-After": { "schema": { "type": "integer" } } },
+        "content": json_of(json!({ "$ref": "#/components/schemas/Detail" }))
+    });
+    let too_long = detail("The query string is over 4 KiB.");
+    let head_too_large = detail("The request's headers are over 16 KiB.");
+    // Every API operation can answer these, before it looks at the request.
+    let guarded = |mut responses: Value| {
+        let extra = [
+            ("401", &unauthenticated),
+            ("403", &forbidden),
+            ("414", &too_long),
+            ("429", &throttled),
+            ("431", &head_too_large),
+        ];
+        for (status, response) in extra {
+            responses[status] = response.clone();
+        }
+        responses
+    };
     let allowed = |methods: &str| {
         json!({
             "description": "The methods this path allows.",
@@ -89,7 +116,7 @@ pub fn document() -> Value {
                         { "name": "offset", "in": "query", "required": false,
                           "schema": { "type": "integer", "minimum": 0 } }
                     ],
-                    "responses": {
+                    "responses": guarded(json!({
                         "200": {
                             "description": "The users: a plain array, or a page when `limit` is given.",
                             "content": json_of(json!({ "oneOf": [
@@ -98,42 +125,42 @@ pub fn document() -> Value {
                             ]}))
                         },
                         "503": unavailable
-                    }
+                    }))
                 },
                 "post": {
                     "operationId": "createUser",
                     "summary": "Creates a user; both names are required.",
                     "requestBody": request_body(true),
-                    "responses": {
+                    "responses": guarded(json!({
                         "201": user_body("The new user (version 1)."),
                         "400": invalid,
                         "413": too_large,
                         "415": unsupported,
                         "503": unavailable
-                    }
+                    }))
                 },
                 "options": {
                     "operationId": "describeUsers",
                     "summary": "DRF's metadata; `Allow` lists the methods.",
-                    "responses": { "200": allowed("GET, POST, OPTIONS") }
+                    "responses": guarded(json!({ "200": allowed("GET, POST, OPTIONS") }))
                 }
             },
             "/api/users/{id}/": {
                 "parameters": [user_id],
                 "get": {
                     "operationId": "getUser",
-                    "responses": {
+                    "responses": guarded(json!({
                         "200": user_body("The user."),
                         "404": not_found,
                         "503": unavailable
-                    }
+                    }))
                 },
                 "put": {
                     "operationId": "replaceUser",
                     "summary": "Full update: both names are required.",
                     "parameters": [if_match],
                     "requestBody": request_body(true),
-                    "responses": {
+                    "responses": guarded(json!({
                         "200": user_body("The user after the change."),
                         "400": invalid,
                         "404": not_found,
@@ -141,14 +168,14 @@ pub fn document() -> Value {
                         "413": too_large,
                         "415": unsupported,
                         "503": unavailable
-                    }
+                    }))
                 },
                 "patch": {
                     "operationId": "updateUser",
                     "summary": "Partial update: only the fields sent change.",
                     "parameters": [if_match],
                     "requestBody": request_body(false),
-                    "responses": {
+                    "responses": guarded(json!({
                         "200": user_body("The user after the change."),
                         "400": invalid,
                         "404": not_found,
@@ -156,27 +183,31 @@ pub fn document() -> Value {
                         "413": too_large,
                         "415": unsupported,
                         "503": unavailable
-                    }
+                    }))
                 },
                 "delete": {
                     "operationId": "deleteUser",
                     "parameters": [if_match],
-                    "responses": {
+                    "responses": guarded(json!({
                         "204": { "description": "Deleted; no body." },
                         "404": not_found,
                         "412": precondition,
                         "503": unavailable
-                    }
+                    }))
                 },
                 "options": {
                     "operationId": "describeUser",
                     "summary": "DRF's metadata; `Allow` lists the methods.",
-                    "responses": { "200": allowed("GET, PUT, PATCH, DELETE, OPTIONS") }
+                    "responses": guarded(json!({
+                        "200": allowed("GET, PUT, PATCH, DELETE, OPTIONS"),
+                        "404": not_found
+                    }))
                 }
             },
             "/api/openapi.json": {
                 "get": {
                     "operationId": "openapi",
+                    "security": [],
                     "summary": "This document.",
                     "responses": { "200": {
                         "description": "OpenAPI 3.",
@@ -187,6 +218,7 @@ pub fn document() -> Value {
             "/healthz": {
                 "get": {
                     "operationId": "health",
+                    "security": [],
                     "summary": "Liveness: the process is up.",
                     "responses": { "200": {
                         "description": "Up.",
@@ -197,6 +229,7 @@ pub fn document() -> Value {
             "/readyz": {
                 "get": {
                     "operationId": "ready",
+                    "security": [],
                     "summary": "Readiness: the user-service answers, Redis answers (when configured), and the event source is live.",
                     "responses": {
                         "200": {
@@ -211,7 +244,16 @@ pub fn document() -> Value {
                 }
             }
         },
+        "security": [{ "bearer": [] }],
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT with `scope` `users:read` and/or `users:write`, and optionally `fields` (the fields writes may change). Not needed when the gateway runs with `--auth none`."
+                }
+            },
             "schemas": {
                 "User": {
                     "type": "object",

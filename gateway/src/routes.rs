@@ -2,7 +2,7 @@
 //! `recover` that turns every rejection into the documented JSON error. Handlers
 //! live in `handlers` and `ws`; this module only routes.
 
-use std::{convert::Infallible, path::PathBuf, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -16,10 +16,11 @@ use warp::{
 };
 
 use crate::{
+    cors::Cors,
     error::{Error, json_response},
     events::Hub,
     handlers::{self, ApiRequest, Context},
-    openapi, web,
+    headers, limits, openapi, server, web,
     ws::{self, SocketConfig},
 };
 
@@ -39,6 +40,10 @@ pub struct Routes {
     pub web_dir: Option<PathBuf>,
     /// How long `/readyz` waits for each dependency.
     pub ready_timeout: std::time::Duration,
+    /// Origins allowed cross-origin.
+    pub cors: Cors,
+    /// The gateway serves HTTPS itself (adds HSTS).
+    pub https: bool,
 }
 
 /// The whole HTTP surface.
@@ -51,8 +56,14 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         .and(raw_query())
         .and(warp::header::headers_cloned())
         .and(capped_body())
+        .and(server::client_addr())
         .then(
-            move |tail: Tail, method: Method, query: String, headers: HeaderMap, body| {
+            move |tail: Tail,
+                  method: Method,
+                  query: String,
+                  headers: HeaderMap,
+                  body,
+                  client: Option<SocketAddr>| {
                 let context = context.clone();
                 let rest = tail.as_str().trim_end_matches('/');
                 let id = (!rest.is_empty()).then(|| rest.to_owned());
@@ -64,6 +75,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
                         query,
                         headers,
                         body,
+                        client,
                     },
                 )
             },
@@ -93,27 +105,51 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         warp::path!("ws" / "user-updates").boxed(),
         warp::ws()
             .and(raw_query())
-            .map(move |upgrade: warp::ws::Ws, query: String| {
-                let resume = match ws::parse_resume(&query) {
-                    Ok(resume) => resume,
-                    Err(message) => return Error::BadRequest(message).into_response(),
-                };
-                let Routes {
-                    hub,
-                    sockets,
-                    shutdown,
-                    tracker,
-                    ..
-                } = socket_routes.clone();
-                upgrade
-                    .max_message_size(ws::MAX_INBOUND)
-                    .max_frame_size(ws::MAX_INBOUND)
-                    .max_write_buffer_size(ws::MAX_WRITE_BUFFER)
-                    .on_upgrade(move |socket| {
-                        tracker.track_future(ws::serve(socket, hub, resume, sockets, shutdown))
-                    })
-                    .into_response()
-            })
+            .and(warp::header::headers_cloned())
+            .and(server::client_addr())
+            .map(
+                move |upgrade: warp::ws::Ws,
+                      query: String,
+                      headers: HeaderMap,
+                      client: Option<SocketAddr>| {
+                    let Routes {
+                        context,
+                        hub,
+                        sockets,
+                        shutdown,
+                        tracker,
+                        cors,
+                        ..
+                    } = socket_routes.clone();
+                    let admitted = match ws::admit(&context, &cors, &query, &headers, client) {
+                        Ok(admitted) => admitted,
+                        Err(error) => return error.into_response(),
+                    };
+                    let subprotocol = admitted.subprotocol;
+                    let mut response = upgrade
+                        .max_message_size(ws::MAX_INBOUND)
+                        .max_frame_size(ws::MAX_INBOUND)
+                        .max_write_buffer_size(ws::MAX_WRITE_BUFFER)
+                        .on_upgrade(move |socket| {
+                            tracker.track_future(ws::serve(
+                                socket,
+                                hub,
+                                admitted.resume,
+                                sockets,
+                                shutdown,
+                                admitted.session,
+                            ))
+                        })
+                        .into_response();
+                    if subprotocol {
+                        response.headers_mut().insert(
+                            header::SEC_WEBSOCKET_PROTOCOL,
+                            HeaderValue::from_static("bearer"),
+                        );
+                    }
+                    response
+                },
+            )
             .boxed(),
     );
 
@@ -122,7 +158,14 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         None => web::page(web::Source::Embedded).boxed(),
     };
 
-    users
+    let cors = routes.cors.clone();
+    let preflight = warp::options()
+        .and(warp::header::headers_cloned())
+        .and_then(move |headers: HeaderMap| {
+            let answer = cors.preflight(&Method::OPTIONS, &headers);
+            async move { answer.ok_or_else(warp::reject::not_found) }
+        });
+    let surface = users
         .or(openapi)
         .unify()
         .or(healthz)
@@ -132,11 +175,53 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         .or(socket)
         .unify()
         .or(page)
-        .unify()
-        .recover(recover)
-        .unify()
+        .unify();
+    let cors = routes.cors.clone();
+    let https = routes.https;
+    warp::header::optional::<String>("origin")
+        .and(
+            query_capped()
+                .and(preflight.or(surface).unify())
+                .recover(recover)
+                .unify(),
+        )
+        .map(move |origin: Option<String>, mut response: Response| {
+            cors.decorate(origin.as_deref(), &mut response);
+            headers::secure(response, https)
+        })
         .boxed()
 }
+
+/// Refuses a request head over [`limits::MAX_HEAD`] (431) or a query string over
+/// [`limits::MAX_QUERY`] (414) before any route sees it.
+fn query_capped() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::ext::optional::<server::HeadTooLarge>()
+        .and(raw_query())
+        .and_then(
+            |too_large: Option<server::HeadTooLarge>, query: String| async move {
+                if too_large.is_some() {
+                    Err(warp::reject::custom(HeadTooLarge))
+                } else if query.len() > limits::MAX_QUERY {
+                    Err(warp::reject::custom(QueryTooLong))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .untuple_one()
+}
+
+/// A rejection of [`query_capped`].
+#[derive(Debug)]
+struct QueryTooLong;
+
+impl warp::reject::Reject for QueryTooLong {}
+
+/// A rejection of [`query_capped`].
+#[derive(Debug)]
+struct HeadTooLarge;
+
+impl warp::reject::Reject for HeadTooLarge {}
 
 /// A path that answers GET (and HEAD) with `handler`, and 405 with `Allow: GET`
 /// to any other method.
@@ -199,7 +284,11 @@ where
 /// found."}`, never HTML; a WebSocket path without an upgrade is 400.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     // A method no route takes, on a path no route has, is still a missing page.
-    let error = if rejection.is_not_found()
+    let error = if rejection.find::<HeadTooLarge>().is_some() {
+        Error::HeadTooLarge(limits::MAX_HEAD)
+    } else if rejection.find::<QueryTooLong>().is_some() {
+        Error::QueryTooLong(limits::MAX_QUERY)
+    } else if rejection.is_not_found()
         || rejection.find::<warp::reject::MethodNotAllowed>().is_some()
     {
         Error::NotFound
@@ -223,7 +312,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tonic::transport::Endpoint;
-    use users_proto::v1::user_service_client::UserServiceClient;
 
     const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -234,9 +322,16 @@ mod tests {
             .connect_timeout(Duration::from_millis(200))
             .connect_lazy();
         let hub = Arc::new(Hub::new(8, 8));
+        let credentials = crate::upstream::Credentials::default();
         build(Routes {
             context: Context {
-                users: UserServiceClient::new(channel.clone()),
+                users: credentials.client(channel.clone()),
+                channel: channel.clone(),
+                credentials,
+                auth: Arc::new(crate::auth::Authenticator::disabled()),
+                limits: Arc::new(crate::limits::Limits::new(
+                    crate::limits::LimitSettings::off(),
+                )),
                 health: tonic_health::pb::health_client::HealthClient::new(channel),
                 redis: None,
                 hub: hub.clone(),
@@ -250,6 +345,8 @@ mod tests {
             tracker: TaskTracker::new(),
             web_dir: None,
             ready_timeout: Duration::from_millis(200),
+            cors: Cors::default(),
+            https: false,
         })
     }
 

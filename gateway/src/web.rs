@@ -4,9 +4,9 @@
 //! folder instead (read at each request: edit and reload while developing).
 //!
 //! Every answer says `Cache-Control: no-cache` (names carry no content hash, so
-//! browsers revalidate), `X-Content-Type-Options: nosniff`, and a
-//! Content-Security-Policy that allows only this origin's scripts, styles and
-//! socket, and no framing.
+//! browsers revalidate); `headers` adds the Content-Security-Policy below (only
+//! this origin's scripts, styles and socket, and no framing), nosniff and the
+//! rest, to this and every other answer.
 
 use std::path::PathBuf;
 
@@ -101,18 +101,6 @@ async fn serve(source: Source, name: String) -> Result<Response, Rejection> {
         HeaderValue::from_static(asset.content_type),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
     Ok(response)
 }
 
@@ -120,11 +108,10 @@ async fn serve(source: Source, name: String) -> Result<Response, Rejection> {
 mod tests {
     use super::*;
 
+    /// The page as served: through the security headers every answer gets.
     async fn get(path: &str) -> warp::http::Response<bytes::Bytes> {
-        warp::test::request()
-            .path(path)
-            .reply(&page(Source::Embedded))
-            .await
+        let served = page(Source::Embedded).map(|r| crate::headers::secure(r, false));
+        warp::test::request().path(path).reply(&served).await
     }
 
     #[tokio::test]

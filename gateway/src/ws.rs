@@ -3,15 +3,29 @@
 //! answers client frames, pings the peer and watches for shutdown. A socket whose
 //! queue overflowed is closed with 1013; at shutdown every socket gets 1001.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use futures::{SinkExt, StreamExt, stream::SplitSink};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use warp::ws::{Message, WebSocket};
+use warp::{
+    http::{HeaderMap, header},
+    ws::{Message, WebSocket},
+};
 
-use crate::events::{Hub, Outbound, Resume, Start};
+use crate::{
+    auth,
+    cors::Cors,
+    error::Error,
+    events::{Hub, Outbound, Resume, Start},
+    handlers::Context,
+    limits::{self, Class, SocketSlot},
+};
 
 /// Largest client frame or message accepted (bigger ones end the socket).
 pub const MAX_INBOUND: usize = 64 * 1024;
@@ -22,6 +36,11 @@ pub const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: try again later (the socket could not keep up, or no event source).
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code: the socket's token expired (the client gets a new one and
+/// reconnects).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// Close code: a frame or message over [`MAX_INBOUND`], or a malformed one.
+pub const CLOSE_TOO_BIG: u16 = 1009;
 /// How long a closing socket may take to flush its close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 /// How long a new socket waits for the event source before it is turned away.
@@ -32,6 +51,76 @@ const SOURCE_WAIT: Duration = Duration::from_secs(5);
 pub struct SocketConfig {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+}
+
+/// What a socket was admitted with: it holds its place under the socket caps
+/// until it ends, and ends when its token does.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// When the token expires (`None`: anonymous, never).
+    pub expires_at: Option<SystemTime>,
+    /// The socket's place under the caps.
+    pub slot: Option<SocketSlot>,
+}
+
+/// A handshake that passed every check.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Where the socket resumes (`?since=&epoch=`).
+    pub resume: Option<Resume>,
+    /// Its place under the caps and its token's expiry.
+    pub session: Session,
+    /// The token came as `Sec-WebSocket-Protocol: bearer, <token>`: answer with
+    /// the `bearer` subprotocol.
+    pub subprotocol: bool,
+}
+
+/// Checks a handshake in order: a browser's origin (403), the token from
+/// `Sec-WebSocket-Protocol` or `?token=` (401), read permission (403), the connect
+/// rate (429), `since` (400), the socket caps (503). The token is never logged.
+pub fn admit(
+    context: &Context,
+    cors: &Cors,
+    query: &str,
+    headers: &HeaderMap,
+    client: Option<SocketAddr>,
+) -> Result<Admitted, Error> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &warp::http::HeaderValue| v.to_str().ok())
+    };
+    if !cors.socket_allowed(text(header::ORIGIN), text(header::HOST)) {
+        return Err(Error::OriginRefused);
+    }
+    let params = crate::query::parse(query);
+    let from_protocol = auth::subprotocol_token(text(header::SEC_WEBSOCKET_PROTOCOL));
+    let token = from_protocol.or_else(|| crate::query::last(&params, "token"));
+    let caller = context
+        .auth
+        .authenticate(token)
+        .map_err(Error::Unauthenticated)?;
+    if !caller.read {
+        return Err(Error::Forbidden);
+    }
+    let identity = limits::identity(&caller, client);
+    context
+        .limits
+        .check(Class::Connect, &identity)
+        .map_err(|wait| Error::Throttled(limits::wait_seconds(wait)))?;
+    let resume = parse_resume(query).map_err(Error::BadRequest)?;
+    let slot = context
+        .limits
+        .open_socket(&identity)
+        .ok_or(Error::TooManySockets)?;
+    Ok(Admitted {
+        resume,
+        session: Session {
+            expires_at: caller.expires_at,
+            slot: Some(slot),
+        },
+        subprotocol: from_protocol.is_some(),
+    })
 }
 
 /// Why a socket's loop ended.
@@ -49,8 +138,20 @@ pub async fn serve(
     resume: Option<Resume>,
     config: SocketConfig,
     shutdown: CancellationToken,
+    session: Session,
 ) {
     let (mut sink, mut stream) = socket.split();
+    // The tokio deadline of the token's expiry (a past one fires at once).
+    let expiry = session
+        .expires_at
+        .map(|at| Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default());
+    let expired = async move {
+        match expiry {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     if !hub.is_live() && !hub.wait_live(SOURCE_WAIT).await {
         close(&mut sink, CLOSE_TRY_AGAIN_LATER, "event source unavailable").await;
         return;
@@ -84,6 +185,7 @@ pub async fn serve(
                 biased;
                 _ = socket.shutdown.cancelled() => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
                 _ = socket.overflowed.cancelled() => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
+                () = &mut expired => return Err(End::Close(CLOSE_TOKEN_EXPIRED, "token expired")),
                 item = subscription.queue.recv() => match item {
                     Some(Outbound::Event(frame)) if frame.seq > after => {
                         after = frame.seq;
@@ -102,7 +204,7 @@ pub async fn serve(
                         Some(Ok(message)) => socket.answer(message).await?,
                         Some(Err(error)) => {
                             tracing::debug!(%error, "ws: read failed");
-                            return Err(End::Close(1009, "message too big or malformed"));
+                            return Err(End::Close(CLOSE_TOO_BIG, "message too big or malformed"));
                         }
                         None => return Err(End::Gone),
                     }
@@ -119,6 +221,7 @@ pub async fn serve(
     };
     let result: Result<(), End> = end.await;
     drop(subscription);
+    drop(session.slot);
     match result {
         Err(End::Close(code, reason)) => close(&mut socket.sink, code, reason).await,
         // Flush the reply to a client's close, if any; a dead peer costs a second.
@@ -155,36 +258,46 @@ impl Socket {
         if message.is_close() {
             return Err(End::Gone);
         }
-        if message.is_ping() || message.is_pong() {
-            return Ok(());
+        match reply_to(&message) {
+            Some(reply) => self.send(Message::text(reply.to_string())).await,
+            None => Ok(()),
         }
-        let reply = match message.to_str() {
-            Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(value) if value.get("type").and_then(|t| t.as_str()) == Some("ping") => {
-                    json!({ "type": "pong" })
-                }
-                Ok(value) => match value.get("type").and_then(|t| t.as_str()) {
-                    Some(kind) => json!({
-                        "type": "error",
-                        "detail": format!("Unknown message type {kind:?}; the only one is \"ping\".")
-                    }),
-                    None => json!({
-                        "type": "error",
-                        "detail": "A message must be a JSON object with a \"type\"."
-                    }),
-                },
-                Err(error) => json!({
+    }
+}
+
+/// The answer to one client message: `{"type":"ping"}` gets a pong, any other
+/// data message an error frame; control frames get nothing (tungstenite answers
+/// pings itself). Pure, so the fuzzer can drive it.
+pub fn reply_to(message: &Message) -> Option<Value> {
+    if message.is_close() || message.is_ping() || message.is_pong() {
+        return None;
+    }
+    let reply = match message.to_str() {
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) if value.get("type").and_then(|t| t.as_str()) == Some("ping") => {
+                json!({ "type": "pong" })
+            }
+            Ok(value) => match value.get("type").and_then(|t| t.as_str()) {
+                Some(kind) => json!({
                     "type": "error",
-                    "detail": format!("Invalid JSON: {error}")
+                    "detail": format!("Unknown message type {kind:?}; the only one is \"ping\".")
+                }),
+                None => json!({
+                    "type": "error",
+                    "detail": "A message must be a JSON object with a \"type\"."
                 }),
             },
-            Err(()) => json!({
+            Err(error) => json!({
                 "type": "error",
-                "detail": "Binary messages are not supported; send JSON text."
+                "detail": format!("Invalid JSON: {error}")
             }),
-        };
-        self.send(Message::text(reply.to_string())).await
-    }
+        },
+        Err(()) => json!({
+            "type": "error",
+            "detail": "Binary messages are not supported; send JSON text."
+        }),
+    };
+    Some(reply)
 }
 
 /// Sends a close frame, waiting a bounded time for it to be flushed.

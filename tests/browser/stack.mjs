@@ -2,7 +2,7 @@
 // and one or more gateways serving the page built into them, each on a free port, logging JSON so the
 // bound address can be read back.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -58,8 +58,12 @@ function stopChild(child, signal = 'SIGTERM') {
   });
 }
 
-/** A user-service and gateways on a fresh database; `stop()` ends them all. */
-export async function startStack() {
+/**
+ * A user-service and gateways on a fresh database; `stop()` ends them all. By
+ * default the gateways run with `--auth none`; `auth: { secret }` runs them with
+ * `--auth jwt` and that HS256 secret instead.
+ */
+export async function startStack({ auth } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'users-browser-'));
   const userService = await startBinary('user-service', [
     '--listen', '127.0.0.1:0',
@@ -70,9 +74,10 @@ export async function startStack() {
 
   const startGateway = async (listen = '127.0.0.1:0') => {
     const gateway = await startBinary('gateway', [
+      '--auth', auth ? 'jwt' : 'none',
       '--listen', listen,
       '--user-service-url', grpcUrl,
-    ]);
+    ], auth ? { JWT_SECRET: auth.secret } : {});
     gateways.push(gateway);
     return { ...gateway, base: `http://${gateway.addr}` };
   };
@@ -91,11 +96,21 @@ export async function startStack() {
   };
 }
 
-/** A JSON REST call from the test itself (not the browser). */
-export async function rest(base, method, path, body) {
+/** A token from `gateway token <args>` signed with `secret`. */
+export function mintToken(secret, args) {
+  return execFileSync(binary('gateway'), ['token', ...args], {
+    env: { ...process.env, JWT_SECRET: secret },
+    encoding: 'utf8',
+  }).trim();
+}
+
+/** A JSON REST call from the test itself (not the browser), with `token` when given. */
+export async function rest(base, method, path, body, token) {
+  const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
   const response = await fetch(`${base}${path}`, {
     method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();

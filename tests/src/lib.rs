@@ -3,6 +3,8 @@
 //! a real `redis-server`, and talk to them with real HTTP and WebSocket clients.
 //! Every wait is bounded, so a broken build fails instead of hanging.
 
+pub mod credentials;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -220,6 +222,8 @@ impl UserService {
 }
 
 /// Starts a gateway in front of `user_service_url`, with more flags in `extra`.
+/// Unless `extra` says otherwise, it runs with `--auth none` (the security suite
+/// tests authentication; the others test everything else).
 pub async fn start_gateway(user_service_url: &str, extra: &[String]) -> Process {
     let mut args = vec![
         "--listen".to_owned(),
@@ -227,6 +231,9 @@ pub async fn start_gateway(user_service_url: &str, extra: &[String]) -> Process 
         "--user-service-url".to_owned(),
         user_service_url.to_owned(),
     ];
+    if !extra.iter().any(|arg| arg == "--auth") {
+        args.extend(["--auth".to_owned(), "none".to_owned()]);
+    }
     args.extend(extra.iter().cloned());
     Process::start(&binary("gateway"), &args)
         .await
@@ -479,6 +486,35 @@ impl Socket {
             .expect("connecting the socket timed out")
             .expect("the socket connects");
         Socket { stream }
+    }
+
+    /// Connects with extra handshake headers (e.g. `Origin`,
+    /// `Sec-WebSocket-Protocol`); the socket and the 101's headers, or the HTTP
+    /// status the handshake was refused with.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Socket, http::HeaderMap), u16> {
+        use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+        let mut request = format!("ws://{addr}/ws/user-updates/?{query}")
+            .into_client_request()
+            .expect("a valid socket URL");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                http::HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        let connected =
+            tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .expect("the handshake timed out");
+        match connected {
+            Ok((stream, response)) => Ok((Socket { stream }, response.headers().clone())),
+            Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(error) => panic!("the handshake failed: {error}"),
+        }
     }
 
     /// Connects over a TCP socket with a small receive buffer (a slow reader).

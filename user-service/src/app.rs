@@ -8,12 +8,13 @@ use http::{HeaderName, HeaderValue, Method};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use users_proto::v1::user_service_server::UserServiceServer;
 
 use crate::{
+    auth::ServiceAuthLayer,
     config::Config,
     grpc::UsersApi,
     relay::{Relay, RelayConfig, redis_pool},
@@ -110,12 +111,30 @@ impl Application {
             epoch = store.epoch(),
             head_seq = store.head(),
             redis = config.redis_url.is_some(),
+            service_token = config.service_token.is_some(),
+            tls = config.tls_cert.is_some(),
             "user-service listening"
         );
-        let server = Server::builder()
+        if config.service_token.is_none() {
+            tracing::warn!(
+                "no --service-token: any client that reaches this port may call every RPC"
+            );
+        }
+        let mut builder = Server::builder();
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            let cert = std::fs::read(cert)
+                .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
+            let key = std::fs::read(key)
+                .with_context(|| format!("reading the TLS key {}", key.display()))?;
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+                .context("the TLS certificate and key")?;
+        }
+        let server = builder
             .accept_http1(true)
             .layer(cors_layer(&config.cors_allow_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
+            .layer(ServiceAuthLayer::new(config.service_token.as_deref()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

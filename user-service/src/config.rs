@@ -1,6 +1,6 @@
 //! Command-line flags, each with an environment-variable twin (`--help` lists both).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 pub use service_runtime::LogFormat;
@@ -69,6 +69,19 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Token every users.v1 RPC must carry as `authorization: Bearer <token>`
+    /// (health and reflection stay open). Unset: no token is asked for.
+    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
+
+    /// PEM certificate chain: serve gRPC over TLS (with `--tls-key`).
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -87,6 +100,9 @@ impl Config {
             cors_allow_origins: Vec::new(),
             seed_demo_user: false,
             log_format: LogFormat::Text,
+            service_token: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the Redis relay read that table, so an event is never lost and never reordered.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;

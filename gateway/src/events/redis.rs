@@ -6,13 +6,13 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::upstream::UsersClient;
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, Value, aio::MultiplexedConnection, streams::StreamReadReply,
 };
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
+use users_proto::v1 as pb;
 
 use super::{Backoff, Hub, watch};
 
@@ -44,7 +44,7 @@ struct Entry {
 /// Follows the stream until `shutdown`.
 pub async fn run(
     source: RedisSource,
-    users: UserServiceClient<Channel>,
+    users: UsersClient,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) {
@@ -72,7 +72,7 @@ pub async fn run(
 
 struct Follower {
     source: RedisSource,
-    users: UserServiceClient<Channel>,
+    users: UsersClient,
     hub: Arc<Hub>,
     /// `(epoch, last seq)`; `None` until the window is filled (again).
     position: Option<(String, u64)>,

@@ -6,11 +6,12 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status, Streaming, transport::Channel};
+use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
-use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
+use users_proto::v1 as pb;
 
 use super::{Backoff, Hub};
+use crate::upstream::UsersClient;
 
 /// Response metadata of WatchUsers: the database's epoch.
 pub const EPOCH_HEADER: &str = "x-users-epoch";
@@ -26,11 +27,7 @@ pub struct Opened {
 
 /// Opens WatchUsers after `since` (0: from the oldest kept) for `epoch` ("" for
 /// none).
-pub async fn open(
-    client: &UserServiceClient<Channel>,
-    since: u64,
-    epoch: &str,
-) -> Result<Opened, Status> {
+pub async fn open(client: &UsersClient, since: u64, epoch: &str) -> Result<Opened, Status> {
     open_request(
         client,
         pb::WatchUsersRequest {
@@ -43,7 +40,7 @@ pub async fn open(
 }
 
 /// Opens WatchUsers on the newest `tail` events kept, then live ones (0: live only).
-pub async fn open_tail(client: &UserServiceClient<Channel>, tail: u64) -> Result<Opened, Status> {
+pub async fn open_tail(client: &UsersClient, tail: u64) -> Result<Opened, Status> {
     open_request(
         client,
         pb::WatchUsersRequest {
@@ -56,7 +53,7 @@ pub async fn open_tail(client: &UserServiceClient<Channel>, tail: u64) -> Result
 }
 
 async fn open_request(
-    client: &UserServiceClient<Channel>,
+    client: &UsersClient,
     request: pb::WatchUsersRequest,
 ) -> Result<Opened, Status> {
     let response = client.clone().watch_users(request).await?;
@@ -92,15 +89,12 @@ pub fn is_position_lost(status: &Status) -> bool {
 
 /// Opens a stream positioned to fill the window: the newest `window` events, then
 /// live ones.
-async fn open_for_window(
-    client: &UserServiceClient<Channel>,
-    window: u64,
-) -> Result<Opened, Status> {
+async fn open_for_window(client: &UsersClient, window: u64) -> Result<Opened, Status> {
     open_tail(client, window).await
 }
 
 /// Follows WatchUsers until `shutdown`, reconnecting with capped backoff.
-pub async fn run(client: UserServiceClient<Channel>, hub: Arc<Hub>, shutdown: CancellationToken) {
+pub async fn run(client: UsersClient, hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut follower = Follower {
         client,
         hub,
@@ -128,7 +122,7 @@ pub async fn run(client: UserServiceClient<Channel>, hub: Arc<Hub>, shutdown: Ca
 }
 
 struct Follower {
-    client: UserServiceClient<Channel>,
+    client: UsersClient,
     hub: Arc<Hub>,
     /// `(epoch, last seq)`; `None` until the window is filled (again).
     position: Option<(String, u64)>,
@@ -198,7 +192,7 @@ impl Follower {
 /// Publishes every event after `last` up to `until` from WatchUsers, for the Redis
 /// source when the stream skipped some. Returns the last seq published.
 pub async fn backfill(
-    client: &UserServiceClient<Channel>,
+    client: &UsersClient,
     hub: &Hub,
     epoch: &str,
     last: u64,
@@ -232,7 +226,7 @@ pub async fn backfill(
 }
 
 /// The user-service's epoch and newest seq, from a WatchUsers stream's metadata.
-pub async fn probe(client: &UserServiceClient<Channel>) -> Result<(String, u64), Status> {
+pub async fn probe(client: &UsersClient) -> Result<(String, u64), Status> {
     let opened = open_tail(client, 0).await?;
     Ok((opened.epoch, opened.head))
 }

@@ -1,0 +1,501 @@
+//! Who is calling, and what they may do: JWT bearer tokens checked with the one
+//! configured algorithm and key, turned into a [`Caller`] with read, write and
+//! field-level write permissions. `--auth none` makes every caller an anonymous
+//! one with every permission (the local demo).
+//!
+//! Claims (besides `exp`, required, and `nbf`, `aud`, `iss`, checked when present
+//! or configured):
+//! - `sub`: the caller's identity: rate limits, socket caps and the user-service's
+//!   logs are per `sub`.
+//! - `scope`: space-separated (or a JSON list): `users:read` to read users and open
+//!   the socket, `users:write` to change them.
+//! - `fields`: optional list of the fields `users:write` may change
+//!   (`first_name`, `last_name`); absent means both. Creating and deleting need
+//!   both.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Scope that lets a caller read users and open the socket.
+pub const SCOPE_READ: &str = "users:read";
+/// Scope that lets a caller change users (within `fields`, when given).
+pub const SCOPE_WRITE: &str = "users:write";
+/// The fields a write may change.
+pub const EDITABLE_FIELDS: [&str; 2] = ["first_name", "last_name"];
+/// Shortest HS256 secret accepted: RFC 7518 §3.2 wants a key as long as the hash.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// DRF's detail when no credentials came with the request.
+pub const MSG_NOT_PROVIDED: &str = "Authentication credentials were not provided.";
+/// The detail for a token that is malformed, forged, expired, not yet valid, for
+/// another audience or issuer (SimpleJWT's words; the reason is only logged).
+pub const MSG_INVALID_TOKEN: &str = "Given token not valid for any token type";
+/// DRF's detail for an authenticated caller without the permission.
+pub const MSG_FORBIDDEN: &str = "You do not have permission to perform this action.";
+/// The `WWW-Authenticate` of every 401, as SimpleJWT's `authenticate_header`.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
+
+/// Whether requests are authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Every caller is anonymous and may do everything (local development only).
+    None,
+    /// Every API request and socket needs a valid JWT bearer token.
+    Jwt,
+}
+
+/// The signing algorithms a deployment may choose from (one at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret (`--jwt-secret`).
+    #[value(name = "HS256")]
+    Hs256,
+    /// RSA PKCS#1 v1.5 SHA-256 with a public key (`--jwt-public-key`).
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 SHA-256 with a public key (`--jwt-public-key`).
+    #[value(name = "ES256")]
+    Es256,
+}
+
+impl From<JwtAlgorithm> for Algorithm {
+    fn from(algorithm: JwtAlgorithm) -> Algorithm {
+        match algorithm {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::Rs256 => Algorithm::RS256,
+            JwtAlgorithm::Es256 => Algorithm::ES256,
+        }
+    }
+}
+
+/// The authentication flags, shared by the server and the `token` subcommand.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuthConfig {
+    /// `jwt`: every API request and socket needs a bearer token. `none`: no
+    /// authentication at all, for local development only (logged loudly).
+    #[arg(long, env = "AUTH", value_enum, default_value_t = AuthMode::Jwt, global = true)]
+    pub auth: AuthMode,
+
+    /// The one algorithm tokens may be signed with; any other (and `none`) is
+    /// refused.
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = JwtAlgorithm::Hs256, global = true)]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// HS256 shared secret (at least 32 bytes). Prefer the environment variable: a
+    /// flag shows in `ps`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// RS256/ES256: path of the PEM public key tokens are verified with.
+    #[arg(long, env = "JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `aud` claim (unset: a token with an `aud` is refused).
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim (unset: not checked).
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub jwt_leeway: Duration,
+}
+
+/// A token's claims, as far as the gateway reads them; others are ignored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Claims {
+    /// The caller's identity.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sub: String,
+    /// Expiry (seconds since 1970), required.
+    pub exp: u64,
+    /// Not before (seconds since 1970).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at (seconds since 1970); informative only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Audience: a string or a list (checked by `jsonwebtoken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// `users:read` and/or `users:write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// The fields `users:write` may change; absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+}
+
+/// `scope` as OAuth 2 writes it (one space-separated string) or as a list.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scope {
+    /// `"users:read users:write"`.
+    Text(String),
+    /// `["users:read", "users:write"]`.
+    List(Vec<String>),
+}
+
+impl Scope {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Scope::Text(text) => text.split_ascii_whitespace().any(|s| s == wanted),
+            Scope::List(list) => list.iter().any(|s| s == wanted),
+        }
+    }
+}
+
+/// Who is calling, and what they may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`; `None` for an anonymous caller (`--auth none`).
+    pub sub: Option<String>,
+    /// May read users and open the socket (`users:read`).
+    pub read: bool,
+    /// May change users, within `fields` (`users:write`).
+    pub write: bool,
+    /// Fields writes may change (a subset of [`EDITABLE_FIELDS`]).
+    pub fields: Vec<String>,
+    /// When the token stops being valid (its `exp` plus the leeway).
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Caller {
+    /// The caller of `--auth none`: anonymous, allowed everything.
+    pub fn anonymous() -> Caller {
+        Caller {
+            sub: None,
+            read: true,
+            write: true,
+            fields: EDITABLE_FIELDS.map(str::to_owned).to_vec(),
+            expires_at: None,
+        }
+    }
+
+    /// Whether a write may change `field`.
+    pub fn may_write(&self, field: &str) -> bool {
+        self.write && self.fields.iter().any(|f| f == field)
+    }
+
+    /// Whether writes may change every field: what create and delete need.
+    pub fn may_write_all(&self) -> bool {
+        EDITABLE_FIELDS.iter().all(|f| self.may_write(f))
+    }
+}
+
+/// Why a request is not authenticated (both are 401).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer token at all.
+    #[error("no credentials")]
+    Missing,
+    /// A token that does not verify; the reason is for the logs only.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Checks tokens with the configured key; built once at start-up.
+pub struct Authenticator {
+    mode: AuthMode,
+    key: Option<DecodingKey>,
+    validation: Validation,
+    leeway: Duration,
+}
+
+impl Authenticator {
+    /// Builds the checker; with `--auth jwt` a key for the chosen algorithm is
+    /// required, and a key for another algorithm is refused.
+    pub fn new(config: &AuthConfig) -> anyhow::Result<Authenticator> {
+        let algorithm = Algorithm::from(config.jwt_algorithm);
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = config.jwt_leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        let mut required = vec!["exp"];
+        match &config.jwt_audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // A token naming an audience is refused when none is configured.
+            None => validation.validate_aud = true,
+        }
+        if let Some(issuer) = &config.jwt_issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        let key = match config.auth {
+            AuthMode::None => None,
+            AuthMode::Jwt => Some(decoding_key(config)?),
+        };
+        Ok(Authenticator {
+            mode: config.auth,
+            key,
+            validation,
+            leeway: config.jwt_leeway,
+        })
+    }
+
+    /// An authenticator that lets everyone in (tests, `--auth none`).
+    pub fn disabled() -> Authenticator {
+        Authenticator {
+            mode: AuthMode::None,
+            key: None,
+            validation: Validation::default(),
+            leeway: Duration::ZERO,
+        }
+    }
+
+    /// Whether tokens are checked.
+    pub fn enabled(&self) -> bool {
+        self.mode == AuthMode::Jwt
+    }
+
+    /// The caller a request's token (if any) makes. With auth off every request is
+    /// [`Caller::anonymous`], whatever it sends.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Caller, AuthError> {
+        let Some(key) = &self.key else {
+            return Ok(Caller::anonymous());
+        };
+        let token = token.ok_or(AuthError::Missing)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| AuthError::Invalid(format!("{:?}", e.kind())))?;
+        let claims = data.claims;
+        let scope = |wanted| claims.scope.as_ref().is_some_and(|s| s.contains(wanted));
+        let fields = match &claims.fields {
+            None => EDITABLE_FIELDS.map(str::to_owned).to_vec(),
+            Some(fields) => EDITABLE_FIELDS
+                .iter()
+                .filter(|f| fields.iter().any(|g| g == *f))
+                .map(|f| (*f).to_owned())
+                .collect(),
+        };
+        Ok(Caller {
+            sub: Some(claims.sub.clone()).filter(|s| !s.is_empty()),
+            read: scope(SCOPE_READ),
+            write: scope(SCOPE_WRITE),
+            fields,
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway),
+        })
+    }
+}
+
+fn decoding_key(config: &AuthConfig) -> anyhow::Result<DecodingKey> {
+    match (
+        config.jwt_algorithm,
+        &config.jwt_secret,
+        &config.jwt_public_key,
+    ) {
+        (_, Some(_), Some(_)) => {
+            bail!("give either --jwt-secret (HS256) or --jwt-public-key (RS256/ES256), not both")
+        }
+        (JwtAlgorithm::Hs256, Some(secret), None) => {
+            if secret.len() < MIN_SECRET_LEN {
+                bail!("--jwt-secret must be at least {MIN_SECRET_LEN} bytes");
+            }
+            Ok(DecodingKey::from_secret(secret.as_bytes()))
+        }
+        (JwtAlgorithm::Hs256, None, _) => bail!(
+            "--auth jwt with HS256 needs --jwt-secret (JWT_SECRET); for local development \
+             only, --auth none turns authentication off"
+        ),
+        (algorithm, None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the JWT public key {}", path.display()))?;
+            let key = match algorithm {
+                JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(&pem),
+                _ => DecodingKey::from_ec_pem(&pem),
+            };
+            key.with_context(|| format!("{} is not a {algorithm:?} public key", path.display()))
+        }
+        (algorithm, _, None) => bail!(
+            "--auth jwt with {algorithm:?} needs --jwt-public-key (JWT_PUBLIC_KEY), a PEM file"
+        ),
+    }
+}
+
+/// What `gateway token` puts in a token.
+#[derive(Clone, Debug)]
+pub struct Mint {
+    /// The caller's identity.
+    pub sub: String,
+    /// How long the token is valid.
+    pub ttl: Duration,
+    /// Only `users:read`.
+    pub read_only: bool,
+    /// Limit writes to these fields (empty: all).
+    pub fields: Vec<String>,
+}
+
+/// Signs an HS256 token with the configured secret, for local use.
+pub fn mint(config: &AuthConfig, mint: &Mint) -> anyhow::Result<String> {
+    if config.jwt_algorithm != JwtAlgorithm::Hs256 {
+        bail!("gateway token signs HS256 only; tokens for RS256/ES256 come from their issuer");
+    }
+    let secret = config
+        .jwt_secret
+        .as_deref()
+        .context("gateway token needs the secret: --jwt-secret or JWT_SECRET")?;
+    if secret.len() < MIN_SECRET_LEN {
+        bail!("--jwt-secret must be at least {MIN_SECRET_LEN} bytes");
+    }
+    for field in &mint.fields {
+        if !EDITABLE_FIELDS.contains(&field.as_str()) {
+            bail!("--fields: {field:?} is not one of {EDITABLE_FIELDS:?}");
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let scope = if mint.read_only {
+        SCOPE_READ.to_owned()
+    } else {
+        format!("{SCOPE_READ} {SCOPE_WRITE}")
+    };
+    let claims = Claims {
+        sub: mint.sub.clone(),
+        exp: now + mint.ttl.as_secs().max(1),
+        iat: Some(now),
+        nbf: None,
+        aud: config.jwt_audience.clone().map(serde_json::Value::String),
+        iss: config.jwt_issuer.clone(),
+        scope: Some(Scope::Text(scope)),
+        fields: (!mint.fields.is_empty()).then(|| mint.fields.clone()),
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// The bearer token of an `Authorization` header: `None` when there is no header
+/// or it names another scheme (as DRF does); `Some("")` for `Bearer` alone.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The token of a WebSocket handshake's `Sec-WebSocket-Protocol: bearer, <token>`.
+pub fn subprotocol_token(protocols: Option<&str>) -> Option<&str> {
+    let mut offered = protocols?.split(',').map(str::trim);
+    while let Some(protocol) = offered.next() {
+        if protocol == "bearer" {
+            return offered.next().filter(|t| !t.is_empty());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        auth: AuthConfig,
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn config(args: &[&str]) -> AuthConfig {
+        let mut all = vec!["gateway"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).unwrap().auth
+    }
+
+    fn token(config: &AuthConfig, fields: &[&str], read_only: bool) -> String {
+        mint(
+            config,
+            &Mint {
+                sub: "alice".into(),
+                ttl: Duration::from_secs(60),
+                read_only,
+                fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn jwt_is_the_default_and_needs_a_key() {
+        let config = config(&[]);
+        assert_eq!(config.auth, AuthMode::Jwt);
+        assert!(Authenticator::new(&config).is_err());
+        let short = super::tests::config(&["--jwt-secret", "short"]);
+        assert!(Authenticator::new(&short).is_err());
+    }
+
+    #[test]
+    fn a_minted_token_carries_its_permissions() {
+        let config = config(&["--jwt-secret", SECRET]);
+        let auth = Authenticator::new(&config).unwrap();
+        let full = auth
+            .authenticate(Some(&token(&config, &[], false)))
+            .unwrap();
+        assert_eq!(full.sub.as_deref(), Some("alice"));
+        assert!(full.read && full.may_write_all());
+        let first = auth
+            .authenticate(Some(&token(&config, &["first_name"], false)))
+            .unwrap();
+        assert!(first.may_write("first_name") && !first.may_write("last_name"));
+        assert!(!first.may_write_all());
+        let read_only = auth.authenticate(Some(&token(&config, &[], true))).unwrap();
+        assert!(read_only.read && !read_only.may_write("first_name"));
+    }
+
+    #[test]
+    fn missing_forged_and_alg_none_tokens_are_refused() {
+        let config = config(&["--jwt-secret", SECRET]);
+        let auth = Authenticator::new(&config).unwrap();
+        assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
+        let good = token(&config, &[], false);
+        let forged = format!("{}x", &good[..good.len() - 1]);
+        assert!(matches!(
+            auth.authenticate(Some(&forged)),
+            Err(AuthError::Invalid(_))
+        ));
+        let payload = good.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"}
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert!(matches!(
+            auth.authenticate(Some(&none)),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn auth_none_lets_everyone_do_everything() {
+        let auth = Authenticator::new(&config(&["--auth", "none"])).unwrap();
+        assert!(!auth.enabled());
+        assert_eq!(auth.authenticate(None).unwrap(), Caller::anonymous());
+    }
+
+    #[test]
+    fn bearer_tokens_are_found_in_both_places() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Bearer")), Some(""));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(None), None);
+        assert_eq!(subprotocol_token(Some("bearer, abc.def")), Some("abc.def"));
+        assert_eq!(subprotocol_token(Some("chat")), None);
+        assert_eq!(subprotocol_token(Some("bearer")), None);
+    }
+}
