@@ -6,12 +6,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
+import { launchBrowser, until } from './browser.mjs';
 import { mintToken, rest, startStack } from './stack.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'];
 const secret = randomBytes(32).toString('hex');
 
 let stack;
@@ -19,24 +16,13 @@ let browser;
 
 before(async () => {
   stack = await startStack({ auth: { secret } });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   await stack?.stop();
 });
-
-async function until(read, accept, ms, what) {
-  const deadline = Date.now() + ms;
-  let value;
-  for (;;) {
-    value = await read();
-    if (accept(value)) return value;
-    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(value)} after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function openWindow(n, id, token) {
   const context = await browser.newContext();

@@ -6,15 +6,9 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
+import { launchBrowser, until } from './browser.mjs';
 import { repoRoot, rest, startStack } from './stack.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const ARTIFACTS = join(process.env.CARGO_TARGET_DIR ?? join(repoRoot, 'target'), 'browser');
 
 let stack;
@@ -22,25 +16,13 @@ let browser;
 
 before(async () => {
   stack = await startStack();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   await stack?.stop();
 });
-
-/** Polls `read` until `accept(value)`, or fails after `ms` with the last value. */
-async function until(read, accept, ms, what) {
-  const deadline = Date.now() + ms;
-  let value;
-  for (;;) {
-    value = await read();
-    if (accept(value)) return value;
-    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(value)} after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function newUser(first = 'Ada', last = 'Lovelace') {
   const created = await rest(stack.base, 'POST', '/api/users/', { first_name: first, last_name: last });
