@@ -43,6 +43,8 @@ impl Application {
     /// Binds the listen address and prepares the clients (connections are made
     /// lazily, so a user-service that is not up yet is not an error here).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // Before anything records: values recorded earlier would be lost.
+        crate::observe::install();
         let auth = Arc::new(Authenticator::new(&config.auth)?);
         let credentials = Credentials::new(config.service_token.as_deref())?;
         let tls = match (&config.tls_cert, &config.tls_key) {

@@ -213,6 +213,9 @@ pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Respon
 /// The gRPC status → HTTP table of DESIGN.md.
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Error {
+        if broke_in_transport(&status) {
+            return Error::Unavailable(status.to_string());
+        }
         match status.code() {
             Code::InvalidArgument => match status.get_details_bad_request() {
                 Some(bad) if !bad.field_violations.is_empty() => Error::Invalid(
@@ -243,6 +246,21 @@ impl From<tonic::Status> for Error {
             _ => Error::Internal(status.to_string()),
         }
     }
+}
+
+/// Whether the call failed on its way, not in the user-service: tonic reports a
+/// connection that breaks mid-call (the user-service killed, a reset) as UNKNOWN
+/// "transport error" with the I/O error as its source, where gRPC's own table says
+/// UNAVAILABLE. A status the server sent never has a source.
+fn broke_in_transport(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -304,6 +322,26 @@ mod tests {
         for (status, expected) in cases {
             assert_eq!(Error::from(status).status(), expected);
         }
+    }
+
+    #[test]
+    fn a_call_broken_in_transport_is_503_whatever_its_code() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert_eq!(broken.code(), Code::Unknown);
+        let error = Error::from(broken);
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            error.body(),
+            json!({"detail": "The user service is unavailable; try again later."})
+        );
+        // The same code sent by the server stays a 500.
+        assert_eq!(
+            Error::from(tonic::Status::unknown("x")).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::{
     events::Hub,
     json::{BodyError, FieldValue, NameFields, UserJson, parse_name_fields},
     limits::{self, Class, Limits},
+    observe,
     upstream::{Credentials, UsersClient},
 };
 
@@ -93,6 +94,7 @@ fn authenticate(context: &mut Context, request: &ApiRequest) -> Result<Caller, E
         .auth
         .authenticate(token)
         .map_err(Error::Unauthenticated)?;
+    observe::record_sub(caller.sub.as_deref());
     context.users = context
         .credentials
         .for_caller(caller.sub.as_deref())
@@ -173,10 +175,13 @@ async fn collection(mut context: Context, request: ApiRequest) -> Result<Respons
             permit(&context, &request, &caller, Need::FullWrite)?;
             let fields = read_fields(&request)?;
             let (user, typing) = to_proto(0, &fields);
-            let created = context
-                .users
-                .create_user(pb::CreateUserRequest { user: Some(user) })
-                .await;
+            let created = observe::grpc(
+                "CreateUser",
+                context
+                    .users
+                    .create_user(pb::CreateUserRequest { user: Some(user) }),
+            )
+            .await;
             let user = with_typing_errors(created, typing)?;
             Ok(user_response(StatusCode::CREATED, &user))
         }
@@ -199,9 +204,7 @@ async fn item(
     match request.method {
         Method::GET | Method::HEAD => {
             permit(&context, &request, &caller, Need::Read)?;
-            let user = context
-                .users
-                .get_user(pb::GetUserRequest { id })
+            let user = observe::grpc("GetUser", context.users.get_user(pb::GetUserRequest { id }))
                 .await?
                 .into_inner();
             Ok(user_response(StatusCode::OK, &user))
@@ -214,34 +217,37 @@ async fn item(
                 Ok(fields) => fields,
                 Err(error) => {
                     // DRF looks the object up before it reads the body: 404 first.
-                    context.users.get_user(pb::GetUserRequest { id }).await?;
+                    observe::grpc("GetUser", context.users.get_user(pb::GetUserRequest { id }))
+                        .await?;
                     return Err(error);
                 }
             };
             permit_fields(&caller, &fields, partial)?;
             let (user, typing) = to_proto(id, &fields);
             let paths = update_paths(&fields, partial);
-            let updated = context
-                .users
-                .update_user(pb::UpdateUserRequest {
+            let updated = observe::grpc(
+                "UpdateUser",
+                context.users.update_user(pb::UpdateUserRequest {
                     user: Some(user),
                     update_mask: Some(FieldMask { paths }),
                     expected_version,
-                })
-                .await;
+                }),
+            )
+            .await;
             let user = with_typing_errors(updated, typing)?;
             Ok(user_response(StatusCode::OK, &user))
         }
         Method::DELETE => {
             permit(&context, &request, &caller, Need::FullWrite)?;
             let expected_version = if_match(&request.headers)?;
-            context
-                .users
-                .delete_user(pb::DeleteUserRequest {
+            observe::grpc(
+                "DeleteUser",
+                context.users.delete_user(pb::DeleteUserRequest {
                     id,
                     expected_version,
-                })
-                .await?;
+                }),
+            )
+            .await?;
             let mut response = Response::new(Default::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
             Ok(response)
@@ -474,15 +480,16 @@ async fn fetch(
     loop {
         let wanted = limit.map_or(u64::MAX, |l| l - users.len() as u64);
         let page_size = i32::try_from(wanted).unwrap_or(i32::MAX).min(MAX_PAGE_SIZE);
-        let page = context
-            .users
-            .list_users(pb::ListUsersRequest {
+        let page = observe::grpc(
+            "ListUsers",
+            context.users.list_users(pb::ListUsersRequest {
                 page_size,
                 page_token: std::mem::take(&mut page_token),
                 skip,
-            })
-            .await?
-            .into_inner();
+            }),
+        )
+        .await?
+        .into_inner();
         skip = 0;
         users.extend(page.users);
         let full = limit.is_some_and(|l| users.len() as u64 >= l);
@@ -539,9 +546,12 @@ pub fn healthz() -> Response {
 pub async fn readyz(mut context: Context, timeout: std::time::Duration) -> Response {
     let user_service = tokio::time::timeout(
         timeout,
-        context
-            .health
-            .check(tonic_health::pb::HealthCheckRequest::default()),
+        observe::grpc(
+            "grpc.health.v1.Health/Check",
+            context
+                .health
+                .check(tonic_health::pb::HealthCheckRequest::default()),
+        ),
     )
     .await;
     let user_service_ok = matches!(&user_service, Ok(Ok(r))

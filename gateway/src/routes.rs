@@ -20,7 +20,7 @@ use crate::{
     error::{Error, json_response},
     events::Hub,
     handlers::{self, ApiRequest, Context},
-    headers, limits, openapi, server, web,
+    headers, limits, observe, openapi, server, upgrade, web,
     ws::{self, SocketConfig},
 };
 
@@ -91,6 +91,12 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         warp::path!("healthz").boxed(),
         warp::any().map(handlers::healthz).boxed(),
     );
+    // No token and no rate limit: the Ingress must not route it (README,
+    // "Operating"); Prometheus scrapes the pod directly.
+    let metrics = get_only(
+        warp::path!("metrics").boxed(),
+        warp::any().map(observe::metrics_response).boxed(),
+    );
     let ready_context = routes.context.clone();
     let ready_timeout = routes.ready_timeout;
     let readyz = get_only(
@@ -103,12 +109,12 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
     let socket_routes = routes.clone();
     let socket = get_only(
         warp::path!("ws" / "user-updates").boxed(),
-        warp::ws()
+        upgrade::handshake()
             .and(raw_query())
             .and(warp::header::headers_cloned())
             .and(server::client_addr())
             .map(
-                move |upgrade: warp::ws::Ws,
+                move |upgrade: upgrade::Handshake,
                       query: String,
                       headers: HeaderMap,
                       client: Option<SocketAddr>| {
@@ -127,10 +133,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
                     };
                     let subprotocol = admitted.subprotocol;
                     let mut response = upgrade
-                        .max_message_size(ws::MAX_INBOUND)
-                        .max_frame_size(ws::MAX_INBOUND)
-                        .max_write_buffer_size(ws::MAX_WRITE_BUFFER)
-                        .on_upgrade(move |socket| {
+                        .accept(move |socket| {
                             tracker.track_future(ws::serve(
                                 socket,
                                 hub,
@@ -169,6 +172,8 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         .or(openapi)
         .unify()
         .or(healthz)
+        .unify()
+        .or(metrics)
         .unify()
         .or(readyz)
         .unify()
@@ -292,9 +297,7 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         || rejection.find::<warp::reject::MethodNotAllowed>().is_some()
     {
         Error::NotFound
-    } else if rejection.find::<warp::reject::MissingHeader>().is_some()
-        || rejection.find::<warp::reject::InvalidHeader>().is_some()
-    {
+    } else if rejection.find::<upgrade::NotAnUpgrade>().is_some() {
         Error::BadRequest("Expected a WebSocket upgrade request.".into())
     } else {
         tracing::debug!(?rejection, "unhandled rejection");
@@ -484,5 +487,18 @@ mod tests {
         let ready = send("GET", "/readyz", "").await;
         assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(send("GET", "/healthz", "").await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_without_a_token() {
+        crate::observe::install();
+        let response = send("GET", "/metrics", "").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            service_runtime::metrics::CONTENT_TYPE
+        );
+        let refused = send("POST", "/metrics", "").await;
+        assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 }

@@ -69,6 +69,9 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        // Nagle off: socket frames and replies leave at once rather than waiting
+        // for the client's delayed ACK of the previous one.
+        let _ = stream.set_nodelay(true);
         let filter = filter.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
@@ -103,13 +106,14 @@ async fn serve<IO>(
         warp::service(filter),
         move |mut request: http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ClientAddr(addr));
+            crate::upgrade::UpgradeSlot::stash(&mut request);
             if head_too_large(&request) {
                 request.extensions_mut().insert(HeadTooLarge);
             }
             request
         },
     );
-    let service = TowerToHyperService::new(service);
+    let service = TowerToHyperService::new(crate::observe::Observed::new(service));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -1,6 +1,7 @@
 //! How the gateway calls the user-service: every RPC carries the gateway's service
-//! token (when configured) and the caller's identity (`x-user-sub`), so the
-//! user-service can refuse anyone but the gateway and log who asked.
+//! token (when configured), the caller's identity (`x-user-sub`) and the id of the
+//! HTTP request it serves (`x-request-id`), so the user-service can refuse anyone
+//! but the gateway and log who asked, for which request.
 
 use tonic::{
     Request, Status,
@@ -65,6 +66,12 @@ impl Interceptor for Credentials {
         if let Some(sub) = &self.sub {
             metadata.insert(SUB_HEADER, sub.clone());
         }
+        // Ids are checked to be plain ASCII tokens when they are made.
+        if let Some(id) = crate::observe::request_id()
+            && let Ok(id) = MetadataValue::try_from(&*id)
+        {
+            metadata.insert(service_runtime::request_id::HEADER, id);
+        }
         Ok(request)
     }
 }
@@ -110,5 +117,17 @@ mod tests {
         let mut anonymous = Credentials::new(None).unwrap().for_caller(None);
         let request = anonymous.call(Request::new(())).unwrap();
         assert!(request.metadata().is_empty());
+    }
+
+    #[tokio::test]
+    async fn calls_made_for_a_request_carry_its_id() {
+        let mut credentials = Credentials::new(None).unwrap();
+        let request = crate::observe::in_request("abc-123".into(), async {
+            credentials.call(Request::new(())).unwrap()
+        })
+        .await;
+        assert_eq!(request.metadata().get("x-request-id").unwrap(), "abc-123");
+        let outside = credentials.call(Request::new(())).unwrap();
+        assert!(outside.metadata().get("x-request-id").is_none());
     }
 }

@@ -12,11 +12,12 @@ use std::{
 use futures::{SinkExt, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use warp::{
-    http::{HeaderMap, header},
-    ws::{Message, WebSocket},
+use tokio_tungstenite::tungstenite::{
+    self, Message,
+    protocol::{CloseFrame, frame::coding::CloseCode},
 };
+use tokio_util::sync::CancellationToken;
+use warp::http::{HeaderMap, header};
 
 use crate::{
     auth,
@@ -25,6 +26,8 @@ use crate::{
     events::{Hub, Outbound, Resume, Start},
     handlers::Context,
     limits::{self, Class, SocketSlot},
+    observe,
+    upgrade::WebSocket,
 };
 
 /// Largest client frame or message accepted (bigger ones end the socket).
@@ -100,6 +103,7 @@ pub fn admit(
         .auth
         .authenticate(token)
         .map_err(Error::Unauthenticated)?;
+    observe::record_sub(caller.sub.as_deref());
     if !caller.read {
         return Err(Error::Forbidden);
     }
@@ -125,8 +129,9 @@ pub fn admit(
 
 /// Why a socket's loop ended.
 enum End {
-    /// The peer closed, left, or broke the protocol: nothing more to send.
-    Gone,
+    /// The peer closed, left, or stopped answering: nothing more to send. The
+    /// reason is the `gateway_ws_closed_total` label.
+    Gone(&'static str),
     /// Close with this code and reason.
     Close(u16, &'static str),
 }
@@ -152,7 +157,10 @@ pub async fn serve(
         }
     };
     tokio::pin!(expired);
+    let connected = observe::SocketGauge::open();
     if !hub.is_live() && !hub.wait_live(SOURCE_WAIT).await {
+        observe::socket_closed("no_event_source");
+        drop(connected);
         close(&mut sink, CLOSE_TRY_AGAIN_LATER, "event source unavailable").await;
         return;
     }
@@ -202,19 +210,23 @@ pub async fn serve(
                     socket.last_heard = Instant::now();
                     match inbound {
                         Some(Ok(message)) => socket.answer(message).await?,
+                        Some(Err(error)) if is_disconnect(&error) => {
+                            tracing::debug!(%error, "ws: the peer went away");
+                            return Err(End::Gone("disconnected"));
+                        }
                         Some(Err(error)) => {
                             tracing::debug!(%error, "ws: read failed");
                             return Err(End::Close(CLOSE_TOO_BIG, "message too big or malformed"));
                         }
-                        None => return Err(End::Gone),
+                        None => return Err(End::Gone("client_closed")),
                     }
                 }
                 _ = ping.tick() => {
                     if socket.last_heard.elapsed() > socket.config.ping_interval + socket.config.ping_timeout {
                         tracing::debug!("ws: peer stopped answering pings");
-                        return Err(End::Gone);
+                        return Err(End::Gone("ping_timeout"));
                     }
-                    socket.send(Message::ping(Vec::new())).await?;
+                    socket.send(Message::Ping(Default::default())).await?;
                 }
             }
         }
@@ -222,6 +234,8 @@ pub async fn serve(
     let result: Result<(), End> = end.await;
     drop(subscription);
     drop(session.slot);
+    observe::socket_closed(close_reason(&result));
+    drop(connected);
     match result {
         Err(End::Close(code, reason)) => close(&mut socket.sink, code, reason).await,
         // Flush the reply to a client's close, if any; a dead peer costs a second.
@@ -245,10 +259,10 @@ impl Socket {
     async fn send(&mut self, message: Message) -> Result<(), End> {
         let deadline = self.last_heard + self.config.ping_interval + self.config.ping_timeout;
         tokio::select! {
-            sent = self.sink.send(message) => sent.map_err(|_| End::Gone),
+            sent = self.sink.send(message) => sent.map_err(|_| End::Gone("write_failed")),
             _ = self.shutdown.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
             _ = self.overflowed.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
-            _ = tokio::time::sleep_until(deadline) => Err(End::Gone),
+            _ = tokio::time::sleep_until(deadline) => Err(End::Gone("ping_timeout")),
         }
     }
 
@@ -256,7 +270,7 @@ impl Socket {
     /// error frame; the socket stays open.
     async fn answer(&mut self, message: Message) -> Result<(), End> {
         if message.is_close() {
-            return Err(End::Gone);
+            return Err(End::Gone("client_closed"));
         }
         match reply_to(&message) {
             Some(reply) => self.send(Message::text(reply.to_string())).await,
@@ -272,8 +286,12 @@ pub fn reply_to(message: &Message) -> Option<Value> {
     if message.is_close() || message.is_ping() || message.is_pong() {
         return None;
     }
-    let reply = match message.to_str() {
-        Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
+    let text = match message {
+        Message::Text(text) => Some(text.as_str()),
+        _ => None,
+    };
+    let reply = match text {
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(value) if value.get("type").and_then(|t| t.as_str()) == Some("ping") => {
                 json!({ "type": "pong" })
             }
@@ -292,7 +310,7 @@ pub fn reply_to(message: &Message) -> Option<Value> {
                 "detail": format!("Invalid JSON: {error}")
             }),
         },
-        Err(()) => json!({
+        None => json!({
             "type": "error",
             "detail": "Binary messages are not supported; send JSON text."
         }),
@@ -300,9 +318,39 @@ pub fn reply_to(message: &Message) -> Option<Value> {
     Some(reply)
 }
 
+/// Whether a read failed because the connection itself is gone (reset, or closed
+/// without a close frame) rather than because of what the peer sent.
+fn is_disconnect(error: &tungstenite::Error) -> bool {
+    matches!(
+        error,
+        tungstenite::Error::Io(_)
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            )
+    )
+}
+
+/// The `reason` label of a socket that ended with `result`.
+fn close_reason(result: &Result<(), End>) -> &'static str {
+    match result {
+        Err(End::Gone(reason)) => reason,
+        Err(End::Close(CLOSE_GOING_AWAY, _)) => "shutdown",
+        Err(End::Close(CLOSE_TRY_AGAIN_LATER, _)) => "too_slow",
+        Err(End::Close(CLOSE_TOKEN_EXPIRED, _)) => "token_expired",
+        Err(End::Close(CLOSE_TOO_BIG, _)) => "bad_message",
+        Err(End::Close(..)) | Ok(()) => "other",
+    }
+}
+
 /// Sends a close frame, waiting a bounded time for it to be flushed.
 async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
-    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::close_with(code, reason))).await;
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(CLOSE_FLUSH, sink.close()).await;
 }
 

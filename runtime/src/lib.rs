@@ -1,5 +1,9 @@
 //! What the user-service and the gateway do the same way as processes, so
-//! operators see one behaviour: how logs are written, and which signals stop them.
+//! operators see one behaviour: how logs are written, which signals stop them, how
+//! metrics are exposed and how request ids look.
+
+pub mod metrics;
+pub mod request_id;
 
 use std::io::IsTerminal;
 

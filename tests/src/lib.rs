@@ -4,6 +4,8 @@
 //! Every wait is bounded, so a broken build fails instead of hanging.
 
 pub mod credentials;
+pub mod faults;
+pub mod manifests;
 
 use std::{
     net::SocketAddr,
@@ -75,13 +77,26 @@ impl Process {
     /// Starts `program` with `args` (logging JSON lines) and waits until it logs a
     /// message containing `listening` with a `listen` field.
     pub async fn start(program: &Path, args: &[String]) -> anyhow::Result<Process> {
-        let mut child = Command::new(program)
+        Self::start_with(program, args, |_| {}).await
+    }
+
+    /// [`Process::start`], with `configure` applied to the command first (the
+    /// fault suite sets signal dispositions there; a `RUST_LOG` set there wins
+    /// over `E2E_LOG`).
+    pub async fn start_with(
+        program: &Path,
+        args: &[String],
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Process> {
+        let mut command = Command::new(program);
+        command.env(
+            "RUST_LOG",
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        configure(&mut command);
+        let mut child = command
             .args(args)
             .env("LOG_FORMAT", "json")
-            .env(
-                "RUST_LOG",
-                std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
-            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -153,6 +168,28 @@ impl Process {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) without waiting for anything.
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        send_signal(self.pid().context("the process already exited")?, signal)
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: u32, signal: i32) -> anyhow::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    anyhow::ensure!(
+        rc == 0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
 }
 
 /// A user-service on a fresh SQLite database in its own temporary folder.
@@ -164,12 +201,22 @@ pub struct UserService {
 impl UserService {
     /// Starts one; `extra` are more flags (e.g. `--redis-url`).
     pub async fn start(extra: &[String]) -> UserService {
+        Self::start_with(extra, |_| {}).await
+    }
+
+    /// [`UserService::start`], with `configure` applied to the command.
+    pub async fn start_with(extra: &[String], configure: impl FnOnce(&mut Command)) -> UserService {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let process = Self::start_in(&dir, extra, "127.0.0.1:0").await;
+        let process = Self::start_in(&dir, extra, "127.0.0.1:0", configure).await;
         UserService { process, dir }
     }
 
-    async fn start_in(dir: &tempfile::TempDir, extra: &[String], listen: &str) -> Process {
+    async fn start_in(
+        dir: &tempfile::TempDir,
+        extra: &[String],
+        listen: &str,
+        configure: impl FnOnce(&mut Command),
+    ) -> Process {
         let mut args = vec![
             "--listen".to_owned(),
             listen.to_owned(),
@@ -177,7 +224,7 @@ impl UserService {
             format!("sqlite://{}", dir.path().join("users.db").display()),
         ];
         args.extend(extra.iter().cloned());
-        Process::start(&binary("user-service"), &args)
+        Process::start_with(&binary("user-service"), &args, configure)
             .await
             .expect("the user-service starts")
     }
@@ -264,6 +311,22 @@ impl Redis {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as in a
+    /// network stall.
+    pub fn pause(&self) {
+        send_signal(self.pid().expect("redis-server runs"), libc::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// Thaws it after [`Redis::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        send_signal(self.pid().expect("redis-server runs"), libc::SIGCONT).expect("SIGCONT");
     }
 
     /// Kills it (it keeps nothing: a restart starts empty).
@@ -372,6 +435,21 @@ impl Http {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Reply {
+        self.try_send(method, path, content_type, body, headers)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`Http::send`], with a timeout or a failed connection as an error instead
+    /// of a panic (for clients that expect the gateway to go away).
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
         let mut request = http::Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.addr, path));
@@ -386,21 +464,20 @@ impl Http {
             .expect("a valid request");
         let response = tokio::time::timeout(STEP_TIMEOUT, self.client.request(request))
             .await
-            .unwrap_or_else(|_| panic!("{method} {path} timed out"))
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
+            .map_err(|_| format!("{method} {path} timed out"))?
+            .map_err(|e| format!("{method} {path} failed: {e}"))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
+        let body = tokio::time::timeout(STEP_TIMEOUT, response.into_body().collect())
             .await
-            .expect("reading the body")
+            .map_err(|_| format!("{method} {path}: reading the body timed out"))?
+            .map_err(|e| format!("{method} {path}: reading the body failed: {e}"))?
             .to_bytes();
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 
     /// A plain GET.
@@ -478,6 +555,17 @@ pub enum Ended {
 }
 
 impl Socket {
+    /// Connects to `/ws/user-updates/` with `query`, or says why it could not
+    /// (for clients that expect the gateway to go away).
+    pub async fn open(addr: SocketAddr, query: &str) -> Result<Socket, String> {
+        let url = format!("ws://{addr}/ws/user-updates/?{query}");
+        match tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
+            Ok(Ok((stream, _))) => Ok(Socket { stream }),
+            Ok(Err(error)) => Err(format!("connecting a socket to {addr}: {error}")),
+            Err(_) => Err(format!("connecting a socket to {addr} timed out")),
+        }
+    }
+
     /// Connects to `/ws/user-updates/` with `query` (e.g. `since=3&epoch=…`).
     pub async fn connect(addr: SocketAddr, query: &str) -> Socket {
         let url = format!("ws://{addr}/ws/user-updates/?{query}");

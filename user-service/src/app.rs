@@ -6,9 +6,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use http::{HeaderName, HeaderValue, Method};
 use tokio::{net::TcpListener, task::JoinSet};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use users_proto::v1::user_service_server::UserServiceServer;
@@ -17,6 +16,7 @@ use crate::{
     auth::ServiceAuthLayer,
     config::Config,
     grpc::UsersApi,
+    metrics::GrpcMetricsLayer,
     relay::{Relay, RelayConfig, redis_pool},
     retention,
     store::Store,
@@ -29,6 +29,8 @@ const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct Application {
     config: Config,
     listener: TcpListener,
+    /// `--metrics-listen`, bound.
+    metrics_listener: Option<TcpListener>,
     store: Arc<Store>,
 }
 
@@ -36,6 +38,8 @@ impl Application {
     /// Opens (and migrates) the database and binds the listen address, so callers
     /// know the real port before serving starts.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // Before anything records: values recorded earlier would be lost.
+        crate::metrics::install();
         let store = Store::open(&config.database_url, config.durability)
             .await
             .with_context(|| format!("opening the database {}", config.database_url))?;
@@ -47,11 +51,27 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics address {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Application {
             config,
             listener,
+            metrics_listener,
             store: Arc::new(store),
         })
+    }
+
+    /// The metrics address actually bound, when `--metrics-listen` was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// The address actually bound (the real port when the config said 0).
@@ -72,6 +92,7 @@ impl Application {
         let Application {
             config,
             listener,
+            metrics_listener,
             store,
         } = self;
         let stop_tasks = CancellationToken::new();
@@ -79,6 +100,10 @@ impl Application {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<UserServiceServer<UsersApi>>().await;
+        // Health follows the disk until the drain takes it over (aborted there, so
+        // it can never turn SERVING again after NOT_SERVING for shutdown).
+        let mut health_follower =
+            tokio::spawn(follow_writability(health.clone(), store.watch_writable()));
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(users_proto::FILE_DESCRIPTOR_SET)
@@ -89,6 +114,7 @@ impl Application {
         let api = UsersApi::new(store.clone(), stop_tasks.clone());
 
         let mut tasks = JoinSet::new();
+        let mut published = None;
         if let Some(url) = &config.redis_url {
             let relay_config = RelayConfig {
                 redis_url: url.clone(),
@@ -96,7 +122,21 @@ impl Application {
                 stream_max_len: config.redis_stream_max_len,
             };
             let pool = redis_pool(url).context("the Redis URL")?;
-            tasks.spawn(Relay::new(store.clone(), pool, relay_config).run(stop_tasks.clone()));
+            let relay = Relay::new(store.clone(), pool, relay_config);
+            published = Some(relay.published());
+            tasks.spawn(relay.run(stop_tasks.clone()));
+        }
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        if let Some(metrics_listener) = metrics_listener {
+            let render = crate::metrics::renderer(store.clone(), published);
+            tasks.spawn(service_runtime::metrics::serve(
+                metrics_listener,
+                render,
+                stop_tasks.clone().cancelled_owned(),
+            ));
         }
         tasks.spawn(retention::run(
             store.clone(),
@@ -107,6 +147,7 @@ impl Application {
 
         tracing::info!(
             listen = %listener.local_addr()?,
+            metrics_listen = metrics_addr.map(tracing::field::display),
             database = %config.database_url,
             epoch = store.epoch(),
             head_seq = store.head(),
@@ -134,13 +175,16 @@ impl Application {
             .accept_http1(true)
             .layer(cors_layer(&config.cors_allow_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
+            .layer(GrpcMetricsLayer)
             .layer(ServiceAuthLayer::new(config.service_token.as_deref()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(UserServiceServer::new(api))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                // Nagle off: a watch stream's small frames and unary replies go out at
+                // once instead of waiting for the peer's delayed ACK.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 drain.clone().cancelled_owned(),
             );
         tokio::pin!(server);
@@ -149,6 +193,8 @@ impl Application {
             result = &mut server => result.map_err(anyhow::Error::from),
             () = shutdown => {
                 tracing::info!(grace = ?config.shutdown_grace, "shutting down: health NOT_SERVING, draining calls");
+                health_follower.abort();
+                let _ = (&mut health_follower).await;
                 health.set_not_serving::<UserServiceServer<UsersApi>>().await;
                 health.set_service_status("", ServingStatus::NotServing).await;
                 stop_tasks.cancel();
@@ -163,6 +209,7 @@ impl Application {
             }
         };
         stop_tasks.cancel();
+        health_follower.abort();
         if tokio::time::timeout(TASK_STOP_GRACE, tasks.join_all())
             .await
             .is_err()
@@ -171,6 +218,32 @@ impl Application {
         }
         tracing::info!("user-service stopped");
         result
+    }
+}
+
+/// Keeps grpc.health.v1 (the server, "", and users.v1.UserService) NOT_SERVING
+/// while the database cannot be written, so probes and load balancers stop
+/// sending writes that can only fail; SERVING again once a write commits.
+async fn follow_writability(
+    health: tonic_health::server::HealthReporter,
+    mut writable: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let status = if *writable.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health
+            .set_service_status(
+                <UserServiceServer<UsersApi> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        if writable.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 //! must carry `authorization: Bearer <token>` (the gateway sends it), else
 //! UNAUTHENTICATED. Health and reflection stay open, so probes and `grpcurl list`
 //! work without it. Each RPC's caller, as the gateway forwards it (`x-user-sub`),
-//! is logged: writes at info, reads at debug.
+//! is logged with the request id (`x-request-id`, the gateway's id for the HTTP
+//! request that made the call; a fresh one when absent or malformed): writes at
+//! info, reads at debug. The call runs in an `rpc` span carrying that id, so any
+//! line it logs can be tied to the gateway's.
 
 use std::{
     sync::Arc,
@@ -11,6 +14,7 @@ use std::{
 
 use tonic::Status;
 use tower::{Layer, Service};
+use tracing::{Instrument, instrument::Instrumented};
 
 /// Path prefix of the RPCs the token guards.
 const GUARDED_PREFIX: &str = "/users.v1.UserService/";
@@ -58,8 +62,10 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        futures::future::Either<S::Future, std::future::Ready<Result<http::Response<R>, S::Error>>>;
+    type Future = futures::future::Either<
+        Instrumented<S::Future>,
+        std::future::Ready<Result<http::Response<R>, S::Error>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -68,9 +74,17 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         if !path.starts_with(GUARDED_PREFIX) {
-            return futures::future::Either::Left(self.inner.call(request));
+            let call = self.inner.call(request);
+            return futures::future::Either::Left(call.instrument(tracing::Span::none()));
         }
         let method = &path[GUARDED_PREFIX.len()..];
+        let request_id = service_runtime::request_id::from_header(
+            request
+                .headers()
+                .get(service_runtime::request_id::HEADER)
+                .map(|v| v.as_bytes()),
+        );
+        let request_id = request_id.as_str();
         let sub = request
             .headers()
             .get(SUB_HEADER)
@@ -83,17 +97,23 @@ where
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
             if !constant_time_eq(given, expected) {
-                tracing::warn!(method, "refused an RPC without the service token");
+                tracing::warn!(
+                    method,
+                    request_id,
+                    "refused an RPC without the service token"
+                );
                 let status = Status::unauthenticated("a valid service token is required");
                 return futures::future::Either::Right(std::future::ready(Ok(status.into_http())));
             }
         }
         if matches!(method, "CreateUser" | "UpdateUser" | "DeleteUser") {
-            tracing::info!(method, sub, "rpc");
+            tracing::info!(method, sub, request_id, "rpc");
         } else {
-            tracing::debug!(method, sub, "rpc");
+            tracing::debug!(method, sub, request_id, "rpc");
         }
-        futures::future::Either::Left(self.inner.call(request))
+        let span = tracing::info_span!("rpc", method, request_id);
+        let call = span.in_scope(|| self.inner.call(request));
+        futures::future::Either::Left(call.instrument(span))
     }
 }
 

@@ -21,6 +21,12 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
+    /// Address to serve Prometheus metrics on (plain HTTP, `GET /metrics`), apart
+    /// from the gRPC port so it is never exposed with it. Port 0 binds a free
+    /// port; the bound address is logged. Unset: no metrics listener.
+    #[arg(long, env = "METRICS_LISTEN_ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// SQLite database URL. The file (and its folder) is created if missing.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/users.db")]
     pub database_url: String,
@@ -90,6 +96,7 @@ impl Config {
     pub fn for_tests(database_url: impl Into<String>) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("a valid address"),
+            metrics_listen: None,
             database_url: database_url.into(),
             durability: Durability::Full,
             redis_url: None,
@@ -123,6 +130,15 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(config.database_url, "sqlite://data/users.db");
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address() {
+        let config =
+            Config::try_parse_from(["user-service", "--metrics-listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(Config::try_parse_from(["user-service", "--metrics-listen", "nope"]).is_err());
     }
 
     #[test]

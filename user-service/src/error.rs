@@ -46,6 +46,11 @@ pub enum Error {
     /// UNAVAILABLE: the database is busy or cannot be reached; worth a retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// UNAVAILABLE: the database file cannot be written (disk full, read-only, I/O
+    /// error, cannot be opened). The writer reports NOT_SERVING until a write
+    /// succeeds again, so this is also worth a retry, later.
+    #[error("database cannot be written: {0}")]
+    Storage(String),
     /// INTERNAL with a generic message; the cause is only logged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -56,6 +61,12 @@ impl Error {
     pub fn invalid(field: &str, description: impl Into<String>) -> Error {
         Error::Invalid(vec![FieldViolation::new(field, description)])
     }
+
+    /// Whether the storage itself refused a write: the writer then turns health
+    /// NOT_SERVING and probes until the disk takes writes again.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, Error::Storage(_))
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -64,21 +75,31 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Error::Unavailable(error.to_string())
             }
-            sqlx::Error::Database(db) if is_transient_sqlite_error(db.code().as_deref()) => {
-                Error::Unavailable(error.to_string())
-            }
+            sqlx::Error::Database(db) => match sqlite_primary_code(db.code().as_deref()) {
+                Some(SQLITE_BUSY | SQLITE_LOCKED) => Error::Unavailable(error.to_string()),
+                Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
+                    Error::Storage(error.to_string())
+                }
+                _ => Error::Internal(error.to_string()),
+            },
             _ => Error::Internal(error.to_string()),
         }
     }
 }
 
-/// SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_FULL (13) and SQLITE_READONLY (8) go
-/// away by themselves or by an operator's hand: retrying later is right.
-fn is_transient_sqlite_error(code: Option<&str>) -> bool {
-    let Some(primary) = code.and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff) else {
-        return false;
-    };
-    matches!(primary, 5 | 6 | 8 | 13)
+// SQLite's primary result codes (the low byte of an extended code). BUSY and
+// LOCKED pass by themselves; the storage ones pass by an operator's hand (space
+// freed, permissions or a mount fixed); retrying later is right for all of them.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+/// The primary result code of sqlx's (extended) SQLite error code.
+fn sqlite_primary_code(code: Option<&str>) -> Option<i32> {
+    code.and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff)
 }
 
 impl From<Error> for Status {
@@ -128,6 +149,10 @@ impl From<Error> for Status {
             Error::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
                 Status::unavailable("the database is unavailable; retry later")
+            }
+            Error::Storage(cause) => {
+                tracing::warn!(%cause, "database cannot be written");
+                Status::unavailable("the database cannot be written right now; retry later")
             }
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -206,11 +231,24 @@ mod tests {
     }
 
     #[test]
-    fn busy_locked_readonly_and_full_are_transient() {
-        for code in ["5", "6", "8", "13", "517", "1032"] {
-            assert!(is_transient_sqlite_error(Some(code)), "{code}");
-        }
-        assert!(!is_transient_sqlite_error(Some("19")));
-        assert!(!is_transient_sqlite_error(None));
+    fn extended_codes_reduce_to_their_primary_code() {
+        // SQLITE_BUSY_SNAPSHOT, SQLITE_READONLY_DBMOVED, SQLITE_IOERR_WRITE.
+        assert_eq!(sqlite_primary_code(Some("517")), Some(SQLITE_BUSY));
+        assert_eq!(sqlite_primary_code(Some("1032")), Some(SQLITE_READONLY));
+        assert_eq!(sqlite_primary_code(Some("778")), Some(SQLITE_IOERR));
+        assert_eq!(sqlite_primary_code(Some("x")), None);
+        assert_eq!(sqlite_primary_code(None), None);
+    }
+
+    #[test]
+    fn a_storage_failure_is_unavailable_with_a_plain_message() {
+        let status = Status::from(Error::Storage("disk I/O error in /secret/users.db".into()));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "the database cannot be written right now; retry later"
+        );
+        assert!(Error::Storage(String::new()).is_storage_failure());
+        assert!(!Error::Unavailable(String::new()).is_storage_failure());
     }
 }

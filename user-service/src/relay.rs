@@ -10,13 +10,26 @@
 //! noticed and refilled from the table. While Redis is down, writes go on and
 //! events wait in the table.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::{events::event_to_proto, store::Store};
+use crate::{
+    events::event_to_proto,
+    metrics,
+    store::{Store, now_micros},
+};
+
+/// What [`Relay::published`] holds until the relay has read its cursor.
+pub const CURSOR_UNKNOWN: u64 = u64::MAX;
 
 /// Events appended per script call.
 const BATCH: u32 = 256;
@@ -94,6 +107,8 @@ pub struct Relay {
     config: RelayConfig,
     /// The newest seq known to be on the stream.
     cursor: u64,
+    /// `cursor`, shared with the metrics endpoint (the outbox backlog).
+    published: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -103,12 +118,25 @@ impl Relay {
             pool,
             config,
             cursor: 0,
+            published: Arc::new(AtomicU64::new(CURSOR_UNKNOWN)),
         }
+    }
+
+    /// The newest seq on the stream as the relay goes ([`CURSOR_UNKNOWN`] before it
+    /// starts), so a scrape can compute the backlog at that moment even while the
+    /// relay waits out a Redis outage.
+    pub fn published(&self) -> Arc<AtomicU64> {
+        self.published.clone()
+    }
+
+    fn set_cursor(&mut self, cursor: u64) {
+        self.cursor = cursor;
+        self.published.store(cursor, Ordering::Relaxed);
     }
 
     /// Publishes until `shutdown`, retrying with capped backoff while Redis is down.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        self.cursor = loop {
+        let cursor = loop {
             match self.store.published_seq().await {
                 Ok(cursor) => break cursor,
                 Err(error) => tracing::warn!(%error, "relay: cannot read its cursor; retrying"),
@@ -118,6 +146,7 @@ impl Relay {
                 _ = tokio::time::sleep(BACKOFF_CAP) => {}
             }
         };
+        self.set_cursor(cursor);
         let mut head = self.store.watch_head();
         let mut backoff = BACKOFF_START;
         let mut failing = false;
@@ -126,6 +155,7 @@ impl Relay {
                 Ok(more) => {
                     if failing {
                         tracing::info!(cursor = self.cursor, "relay: publishing to Redis again");
+                        ::metrics::counter!(metrics::REDIS_RECONNECTS).increment(1);
                     }
                     failing = false;
                     backoff = BACKOFF_START;
@@ -156,8 +186,8 @@ impl Relay {
         match self.append().await? {
             Outcome::Published { upto, count } => {
                 if upto != self.cursor {
-                    self.cursor = upto;
                     self.store.set_published_seq(upto).await?;
+                    self.set_cursor(upto);
                 }
                 Ok(count == BATCH as usize)
             }
@@ -176,14 +206,14 @@ impl Relay {
                         .arg(&self.config.stream_key)
                         .query_async::<()>(&mut conn)
                         .await?;
-                    self.cursor = floor;
+                    self.set_cursor(floor);
                 } else {
                     tracing::warn!(
                         stream_top,
                         cursor = self.cursor,
                         "relay: the stream lost events (Redis restarted?); publishing them again"
                     );
-                    self.cursor = stream_top.max(floor);
+                    self.set_cursor(stream_top.max(floor));
                 }
                 self.store.set_published_seq(self.cursor).await?;
                 Ok(true)
@@ -212,6 +242,9 @@ impl Relay {
         let (status, top_id): (String, String) =
             tokio::time::timeout(REDIS_TIMEOUT, invocation.query_async(&mut conn)).await??;
         let top = parse_entry_seq(&top_id)?;
+        if status == "ok" {
+            record_appended(&batch, self.cursor, top);
+        }
         Ok(match status.as_str() {
             "ok" => Outcome::Published {
                 upto: top.max(self.cursor),
@@ -228,6 +261,20 @@ impl Relay {
             other => anyhow::bail!("append script answered {other:?}"),
         })
     }
+}
+
+/// Counts the events of `batch` the script appended (those after our cursor, up
+/// to the stream's new top) and records their age. After a crash between an
+/// append and the cursor update, the few already on the stream count again.
+fn record_appended(batch: &[crate::domain::Event], cursor: u64, top: u64) {
+    let now = now_micros();
+    let mut appended = 0;
+    for event in batch.iter().filter(|e| e.seq > cursor && e.seq <= top) {
+        appended += 1;
+        let age = (now - event.commit_time).max(0) as f64 / 1e6;
+        ::metrics::histogram!(metrics::RELAY_LAG).record(age);
+    }
+    ::metrics::counter!(metrics::EVENTS_PUBLISHED).increment(appended);
 }
 
 /// The seq of a stream entry id `<seq>-<n>`.

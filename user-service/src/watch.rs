@@ -109,6 +109,7 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self) {
+        let _counted = crate::metrics::WatcherGauge::open();
         if let Err(Stop::Failed(error)) = self.stream().await {
             let _ = self.client.send(Err(error.into())).await;
         }

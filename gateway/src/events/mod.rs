@@ -9,16 +9,16 @@ pub mod watch;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch as state};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use users_proto::v1 as pb;
-use warp::ws::Message;
 
-use crate::json::UserJson;
+use crate::{json::UserJson, observe};
 
 /// One event's frame, encoded once and shared (a cloned `Message` shares its
 /// buffer) by every socket and the replay window.
@@ -152,6 +152,7 @@ impl Hub {
             *current = live;
             changed
         });
+        metrics::gauge!(observe::EVENT_SOURCE_UP).set(if live { 1.0 } else { 0.0 });
     }
 
     /// Waits up to `timeout` for the source to be live.
@@ -175,7 +176,9 @@ impl Hub {
         state.head = head;
         state.window.clear();
         let message = Message::text(resync_json(head, epoch));
-        fan_out(&mut state, &Outbound::Resync { message, seq: head });
+        let queued = fan_out(&mut state, &Outbound::Resync { message, seq: head });
+        drop(state);
+        metrics::counter!(observe::WS_RESYNCS).increment(queued);
     }
 
     /// Adds an event to the window without sending it: the start-up fill of events
@@ -192,7 +195,9 @@ impl Hub {
         let frame = encode(event);
         let mut state = self.lock();
         if let Some(frame) = self.push(&mut state, event, frame) {
-            fan_out(&mut state, &Outbound::Event(frame));
+            let queued = fan_out(&mut state, &Outbound::Event(frame));
+            drop(state);
+            record_fan_out(event, queued);
         }
     }
 
@@ -244,6 +249,11 @@ impl Hub {
             },
         );
         drop(state);
+        match (&start, resume) {
+            (Start::Resync(_), _) => metrics::counter!(observe::WS_RESYNCS).increment(1),
+            (_, Some(_)) => metrics::counter!(observe::WS_RESUMES).increment(1),
+            (_, None) => {}
+        }
         Joined {
             hello,
             after,
@@ -294,7 +304,8 @@ fn decide_start(state: &State, resume: &Resume) -> (u64, Start) {
 }
 
 /// Queues `item` to every socket; full queues are cut loose, closed ones dropped.
-fn fan_out(state: &mut State, item: &Outbound) {
+/// Returns how many sockets it was queued to.
+fn fan_out(state: &mut State, item: &Outbound) -> u64 {
     state
         .sockets
         .retain(|_, socket| match socket.queue.try_send(item.clone()) {
@@ -305,6 +316,24 @@ fn fan_out(state: &mut State, item: &Outbound) {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
+    state.sockets.len() as u64
+}
+
+/// Counts one event fanned out to `queued` sockets and records its age: once per
+/// event, whatever the number of sockets. The age is taken when the frame is
+/// queued; each socket's task writes it from there within microseconds unless
+/// that socket is slow (and a slow one is closed once its queue is full).
+fn record_fan_out(event: &pb::UserEvent, queued: u64) {
+    metrics::counter!(observe::EVENTS_FANNED_OUT).increment(1);
+    metrics::counter!(observe::WS_FRAMES_QUEUED).increment(queued);
+    if let Some(commit) = &event.commit_time {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let committed = commit.seconds as f64 + f64::from(commit.nanos) / 1e9;
+        metrics::histogram!(observe::FANOUT_LAG).record((now - committed).max(0.0));
+    }
 }
 
 #[derive(Serialize)]
@@ -424,7 +453,7 @@ mod tests {
     }
 
     fn text(message: &Message) -> &str {
-        message.to_str().unwrap()
+        message.to_text().unwrap()
     }
 
     #[test]
@@ -451,8 +480,9 @@ mod tests {
         };
         assert_eq!(fa.seq, 1);
         assert_eq!(
-            fa.message.as_bytes().as_ptr(),
-            fb.message.as_bytes().as_ptr()
+            text(&fa.message).as_ptr(),
+            text(&fb.message).as_ptr(),
+            "one shared buffer"
         );
     }
 

@@ -54,6 +54,7 @@ pub async fn run(
         hub,
         position: None,
         backoff: Backoff::new(),
+        connected_before: false,
     };
     loop {
         let error = tokio::select! {
@@ -77,6 +78,8 @@ struct Follower {
     /// `(epoch, last seq)`; `None` until the window is filled (again).
     position: Option<(String, u64)>,
     backoff: Backoff,
+    /// A connection was made before: the next one is a reconnection.
+    connected_before: bool,
 }
 
 impl Follower {
@@ -96,6 +99,10 @@ impl Follower {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        if self.connected_before {
+            metrics::counter!(crate::observe::REDIS_RECONNECTS).increment(1);
+        }
+        self.connected_before = true;
         if self.position.is_none() {
             self.fill_window(&mut conn).await?;
         }

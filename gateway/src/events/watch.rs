@@ -56,7 +56,8 @@ async fn open_request(
     client: &UsersClient,
     request: pb::WatchUsersRequest,
 ) -> Result<Opened, Status> {
-    let response = client.clone().watch_users(request).await?;
+    let mut client = client.clone();
+    let response = crate::observe::grpc("WatchUsers", client.watch_users(request)).await?;
     let metadata = response.metadata();
     let epoch = metadata
         .get(EPOCH_HEADER)
@@ -100,6 +101,7 @@ pub async fn run(client: UsersClient, hub: Arc<Hub>, shutdown: CancellationToken
         hub,
         position: None,
         backoff: Backoff::new(),
+        opened_before: false,
     };
     loop {
         let stopped = tokio::select! {
@@ -127,6 +129,8 @@ struct Follower {
     /// `(epoch, last seq)`; `None` until the window is filled (again).
     position: Option<(String, u64)>,
     backoff: Backoff,
+    /// A stream was opened before: the next one is a reconnection.
+    opened_before: bool,
 }
 
 impl Follower {
@@ -155,6 +159,10 @@ impl Follower {
             self.hub.set_live(true);
         }
         self.backoff.reset();
+        if self.opened_before {
+            metrics::counter!(crate::observe::WATCH_RECONNECTS).increment(1);
+        }
+        self.opened_before = true;
         loop {
             let event = match events.next().await {
                 Some(Ok(event)) => event,

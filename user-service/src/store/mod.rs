@@ -7,10 +7,17 @@
 //! pool and, in WAL mode, never wait for the writer. Committed events reach
 //! in-process watchers in seq order.
 
+mod cache;
 mod writer;
 
-use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use cache::UserCache;
 use sqlx::{
     Connection, SqliteConnection, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -21,6 +28,7 @@ use writer::{Feed, Write, Writer, Written};
 use crate::{
     domain::{Action, Changes, Event, Field, FieldViolation, User},
     error::Error,
+    metrics,
 };
 
 /// How much a commit survives, SQLite's `synchronous` setting in WAL mode.
@@ -49,6 +57,8 @@ const SELECT_USER_BY_ID: &str =
 /// The users database and the live feed of its committed events.
 pub struct Store {
     reads: SqlitePool,
+    /// Users by id, kept exact by the writer: most `GetUser` calls end here.
+    cache: UserCache,
     writer: Writer,
     epoch: String,
     feed: Arc<Feed>,
@@ -88,7 +98,7 @@ impl Store {
             .map_err(|e| Error::Internal(format!("migrating the database: {e}")))?;
         let reads = SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
 
         let epoch: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
@@ -102,9 +112,11 @@ impl Store {
             live,
             head: watch::Sender::new(head as u64),
         });
+        let cache = UserCache::default();
         Ok(Store {
             reads,
-            writer: Writer::spawn(writer, feed.clone()),
+            writer: Writer::spawn(writer, options, feed.clone(), cache.clone()),
+            cache,
             epoch,
             feed,
         })
@@ -118,6 +130,13 @@ impl Store {
     /// The newest committed seq (0 when no event was ever recorded).
     pub fn head(&self) -> u64 {
         *self.feed.head.borrow()
+    }
+
+    /// Follows whether the database takes writes: `false` from a storage failure
+    /// (disk full, read-only, I/O error) until a write commits again. Health
+    /// follows it.
+    pub fn watch_writable(&self) -> watch::Receiver<bool> {
+        self.writer.watch_writable()
     }
 
     /// Follows the newest committed seq, to wake tasks when events commit.
@@ -139,6 +158,7 @@ impl Store {
         skip: i64,
         limit: i64,
     ) -> Result<UserPage, Error> {
+        let started = Instant::now();
         let mut tx = self.reads.begin().await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&mut *tx)
@@ -153,6 +173,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        metrics::db_query("list_users", started);
         let more = users.len() as i64 > limit;
         users.truncate(limit as usize);
         Ok(UserPage { users, more, total })
@@ -160,11 +181,19 @@ impl Store {
 
     /// One user by id.
     pub async fn get_user(&self, id: i64) -> Result<User, Error> {
-        sqlx::query_as(SELECT_USER_BY_ID)
+        if let Some(user) = self.cache.get(id) {
+            return Ok(User::clone(&user));
+        }
+        let generation = self.cache.generation();
+        let started = Instant::now();
+        let user: Option<User> = sqlx::query_as(SELECT_USER_BY_ID)
             .bind(id)
             .fetch_optional(&self.reads)
-            .await?
-            .ok_or(Error::NotFound)
+            .await?;
+        metrics::db_query("get_user", started);
+        let user = user.ok_or(Error::NotFound)?;
+        self.cache.insert_read(generation, user.clone());
+        Ok(user)
     }
 
     /// Creates a user at version 1 and records its create event.
@@ -212,6 +241,7 @@ impl Store {
 
     /// Up to `limit` events with a seq greater than `after`, in seq order.
     pub async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
+        let started = Instant::now();
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, action, user_id, first_name, last_name, create_time, update_time,
                     version, changed, commit_time
@@ -221,14 +251,17 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.reads)
         .await?;
+        metrics::db_query("events_after", started);
         rows.into_iter().map(EventRow::into_event).collect()
     }
 
     /// The oldest seq still kept, or `None` when the log is empty.
     pub async fn oldest_seq(&self) -> Result<Option<u64>, Error> {
+        let started = Instant::now();
         let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM events")
             .fetch_one(&self.reads)
             .await?;
+        metrics::db_query("oldest_seq", started);
         Ok(oldest.map(|s| s as u64))
     }
 

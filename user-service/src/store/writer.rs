@@ -6,13 +6,19 @@
 //! Each write runs inside its own savepoint, so one that fails (a missing user, a
 //! stale version) is undone alone and the rest of its batch commits. Events are
 //! announced to watchers in seq order, only after their batch has committed.
+//!
+//! When the disk refuses a write (full, read-only, I/O error), the whole batch is
+//! rolled back and failed, the writer says it is not writable (health turns
+//! NOT_SERVING), reopens its connection, and tries a tiny real write every
+//! [`PROBE_INTERVAL`] until one commits; queued writes are still attempted, so the
+//! first one after the disk recovers succeeds too.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{Connection, SqliteConnection, sqlite::SqliteConnectOptions};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{SELECT_USER_BY_ID, now_micros};
+use super::{SELECT_USER_BY_ID, cache::UserCache, now_micros};
 use crate::{
     domain::{Action, Changes, Event, Field, FieldViolation, User},
     error::Error,
@@ -22,6 +28,8 @@ use crate::{
 const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
+/// How often a writer that cannot write tries again when no write comes.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One change the writer can apply.
 pub enum Write {
@@ -46,6 +54,16 @@ pub enum Write {
     Prune { upto: u64 },
 }
 
+impl Write {
+    /// The existing user this write may change (creates make a new one).
+    fn user_id(&self) -> Option<i64> {
+        match self {
+            Write::Update { id, .. } | Write::Delete { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 /// What a write answers.
 pub enum Written {
     User(User),
@@ -67,14 +85,33 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    writable: watch::Receiver<bool>,
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`; it ends when every `Writer` is dropped.
-    pub fn spawn(conn: SqliteConnection, feed: Arc<Feed>) -> Writer {
+    /// Starts the writer task on `conn`, which it reopens with `options` after a
+    /// failed transaction; it ends when every `Writer` is dropped.
+    pub fn spawn(
+        conn: SqliteConnection,
+        options: SqliteConnectOptions,
+        feed: Arc<Feed>,
+        cache: UserCache,
+    ) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(conn, queue, feed));
-        Writer { jobs }
+        let (writable_tx, writable) = watch::channel(true);
+        let link = Link {
+            conn: Some(conn),
+            // Reopening must never make an empty database where ours went missing.
+            options: options.create_if_missing(false),
+        };
+        tokio::spawn(run(link, queue, feed, cache, writable_tx));
+        Writer { jobs, writable }
+    }
+
+    /// Follows whether the last write (or probe) reached the disk: `false` from a
+    /// storage failure until a write commits again.
+    pub fn watch_writable(&self) -> watch::Receiver<bool> {
+        self.writable.clone()
     }
 
     /// Queues `write` and waits until its batch has committed (or failed).
@@ -90,12 +127,86 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>, feed: Arc<Feed>) {
+/// The write connection. It is reopened after any failed transaction: when a
+/// COMMIT fails (a full disk, an I/O error) SQLite has already rolled back, but
+/// sqlx still counts the transaction as open, its ROLLBACK fails, and every later
+/// `BEGIN IMMEDIATE` on that connection would be refused.
+struct Link {
+    conn: Option<SqliteConnection>,
+    options: SqliteConnectOptions,
+}
+
+impl Link {
+    /// The connection, reopened first if the last transaction failed.
+    async fn get(&mut self) -> Result<&mut SqliteConnection, Error> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => SqliteConnection::connect_with(&self.options).await?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Drops the connection after a failed transaction; the next use reopens it.
+    async fn reset(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Closing runs the rollback sqlx queued; its failure changes nothing.
+            let _ = conn.close().await;
+        }
+    }
+}
+
+async fn run(
+    mut link: Link,
+    mut queue: mpsc::Receiver<Job>,
+    feed: Arc<Feed>,
+    cache: UserCache,
+    writable: watch::Sender<bool>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut probe = tokio::time::interval(PROBE_INTERVAL);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let failing = !*writable.borrow();
+        tokio::select! {
+            received = queue.recv_many(&mut batch, MAX_BATCH) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            _ = probe.tick(), if failing => {
+                let probed = match link.get().await {
+                    Ok(conn) => probe_write(conn).await,
+                    Err(error) => Err(error),
+                };
+                match probed {
+                    Ok(()) => set_writable(&writable, true, None),
+                    Err(error) => {
+                        tracing::debug!(%error, "the database still cannot be written");
+                        link.reset().await;
+                    }
+                }
+                continue;
+            }
+        }
         let jobs = std::mem::take(&mut batch);
-        match commit_batch(&mut conn, &jobs).await {
+        cache.begin_writes(jobs.iter().filter_map(|job| job.write.user_id()));
+        let committed = match link.get().await {
+            Ok(conn) => commit_batch(conn, &jobs).await,
+            Err(error) => Err(error),
+        };
+        match committed {
             Ok((results, events)) => {
+                set_writable(&writable, true, None);
+                // Before anyone hears of the change: a reader told of it reads it.
+                for (job, result) in jobs.iter().zip(&results) {
+                    if let Some(id) = job.write.user_id() {
+                        let kept = match (&job.write, result) {
+                            (Write::Update { .. }, Ok(Written::User(user))) => Some(user),
+                            _ => None,
+                        };
+                        cache.end_write(id, kept);
+                    }
+                }
                 for event in events {
                     let seq = event.seq;
                     // No receivers is fine: watchers read the table when they start.
@@ -108,7 +219,15 @@ async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>, feed: A
             }
             Err(error) => {
                 tracing::warn!(%error, writes = jobs.len(), "a write batch failed; nothing of it was stored");
+                link.reset().await;
+                if error.is_storage_failure() {
+                    set_writable(&writable, false, Some(&error));
+                    probe.reset();
+                }
                 for job in jobs {
+                    if let Some(id) = job.write.user_id() {
+                        cache.end_write(id, None);
+                    }
                     let _ = job.reply.send(Err(copy_error(&error)));
                 }
             }
@@ -116,12 +235,42 @@ async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>, feed: A
     }
 }
 
+/// Records whether the disk takes writes, logging only the changes.
+fn set_writable(writable: &watch::Sender<bool>, now: bool, cause: Option<&Error>) {
+    let changed = writable.send_if_modified(|was| std::mem::replace(was, now) != now);
+    match (changed, now) {
+        (true, true) => tracing::info!("the database takes writes again; health SERVING"),
+        (true, false) => tracing::error!(
+            error = %cause.map(ToString::to_string).unwrap_or_default(),
+            "the database cannot be written; health NOT_SERVING, writes fail with UNAVAILABLE until a write succeeds (retried every second)"
+        ),
+        _ => {}
+    }
+}
+
+/// A tiny real write that must reach the disk: one meta row rewritten with a new
+/// value in its own committed (and, with full durability, fsynced) transaction.
+async fn probe_write(conn: &mut SqliteConnection) -> Result<(), Error> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('write_probe', ?)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(now_micros().to_string())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Applies every job in one transaction. A job's own failure is its result; a
-/// failure of the transaction itself fails the whole batch.
+/// failure of the transaction itself, or of the storage under any job, fails the
+/// whole batch (SQLite may already have rolled the transaction back).
 async fn commit_batch(
     conn: &mut SqliteConnection,
     jobs: &[Job],
 ) -> Result<(Vec<Result<Written, Error>>, Vec<Event>), Error> {
+    let started = std::time::Instant::now();
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
@@ -133,6 +282,7 @@ async fn commit_batch(
                 results.push(Ok(written));
                 events.extend(event);
             }
+            Err(error) if error.is_storage_failure() => return Err(error),
             Err(error) => {
                 sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
                 sqlx::query("RELEASE job").execute(&mut *tx).await?;
@@ -141,6 +291,7 @@ async fn commit_batch(
         }
     }
     tx.commit().await?;
+    crate::metrics::write_batch(jobs.len(), started);
     Ok((results, events))
 }
 
@@ -148,6 +299,7 @@ async fn commit_batch(
 fn copy_error(error: &Error) -> Error {
     match error {
         Error::Unavailable(cause) => Error::Unavailable(cause.clone()),
+        Error::Storage(cause) => Error::Storage(cause.clone()),
         other => Error::Internal(other.to_string()),
     }
 }

@@ -17,6 +17,8 @@ use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
 /// A running user-service and what a test needs to reach and stop it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The metrics port, when the config asked for one.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: UserServiceClient<Channel>,
     pub store: Arc<Store>,
     pub config: Config,
@@ -117,6 +119,7 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: Config) -> TestAp
         .await
         .expect("the application builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let store = app.store();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
@@ -127,6 +130,7 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: Config) -> TestAp
         .expect("connecting to the test server");
     TestApp {
         addr,
+        metrics_addr,
         client,
         store,
         config,

@@ -6,6 +6,7 @@ mod helpers;
 
 mod concurrency;
 mod crud;
+mod metrics;
 mod redis_relay;
 mod restart;
 mod transport;

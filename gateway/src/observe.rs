@@ -1,0 +1,405 @@
+//! What the gateway shows operators: a request id, a span and a log line per
+//! HTTP request, and the Prometheus metrics served at `/metrics` (listed with
+//! their labels in the README, "Operating").
+//!
+//! [`Observed`] wraps the whole HTTP service, so every request (REST, page,
+//! socket handshake, health) gets one id, taken from a sane `x-request-id` or made
+//! up, echoed in the answer, set on the `request` span and, through a task-local,
+//! sent as `x-request-id` metadata on every user-service call made while
+//! answering ([`crate::upstream::Credentials`] reads it). Paths are logged without
+//! their query (sockets may carry `?token=`). `/metrics` itself is neither timed
+//! nor logged, so scrapes do not drown the numbers they read.
+//!
+//! Label values are `&'static str` (route templates, status codes, reasons): the
+//! fan-out records once per event, never per socket, and nothing allocates.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, LazyLock},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::PrometheusHandle;
+use service_runtime::request_id;
+use tower::Service;
+use tracing::Instrument;
+use warp::{
+    http::{HeaderValue, Method, StatusCode, header},
+    reply::Response,
+};
+
+/// Gauge: open WebSocket connections.
+pub const WS_CONNECTIONS: &str = "gateway_ws_connections";
+/// Counter `{reason}`: sockets that ended, by why.
+pub const WS_CLOSED: &str = "gateway_ws_closed_total";
+/// Counter: events fanned out to this gateway's sockets (once per event).
+pub const EVENTS_FANNED_OUT: &str = "gateway_events_fanned_out_total";
+/// Counter: frames queued to sockets (events × sockets they went to).
+pub const WS_FRAMES_QUEUED: &str = "gateway_ws_frames_queued_total";
+/// Histogram: an event's age (commit in the user-service → queued to sockets).
+pub const FANOUT_LAG: &str = "gateway_fanout_lag_seconds";
+/// Histogram `{route, status}`: HTTP request duration to the response head.
+pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
+/// Histogram `{method, code}`: user-service calls, as the gateway sees them.
+pub const GRPC_CLIENT_DURATION: &str = "gateway_grpc_client_duration_seconds";
+/// Counter: Redis event-source connections made again after a failure.
+pub const REDIS_RECONNECTS: &str = "gateway_redis_reconnects_total";
+/// Counter: WatchUsers event-source streams opened again after a failure.
+pub const WATCH_RECONNECTS: &str = "gateway_watch_reconnects_total";
+/// Counter: sockets that resumed with `since` and were served without a resync.
+pub const WS_RESUMES: &str = "gateway_ws_resumes_total";
+/// Counter: `resync` frames sent (a resume out of reach, or the source lost its
+/// place).
+pub const WS_RESYNCS: &str = "gateway_ws_resyncs_total";
+/// Gauge: 1 while the event source follows its stream, else 0.
+pub const EVENT_SOURCE_UP: &str = "gateway_event_source_up";
+
+/// The route template of `/metrics`, which is neither timed nor logged.
+const METRICS_ROUTE: &str = "/metrics";
+
+tokio::task_local! {
+    /// The id of the request whose future is running.
+    static REQUEST_ID: Arc<str>;
+}
+
+/// Installs the recorder and describes every metric (the `# HELP` lines); call
+/// before anything records.
+pub fn install() -> PrometheusHandle {
+    let handle = service_runtime::metrics::install(&[]);
+    describe_gauge!(WS_CONNECTIONS, Unit::Count, "Open WebSocket connections");
+    describe_counter!(
+        WS_CLOSED,
+        Unit::Count,
+        "WebSocket connections ended, by reason"
+    );
+    describe_counter!(
+        EVENTS_FANNED_OUT,
+        Unit::Count,
+        "Events fanned out to sockets (once per event)"
+    );
+    describe_counter!(
+        WS_FRAMES_QUEUED,
+        Unit::Count,
+        "Event frames queued to sockets (events x sockets)"
+    );
+    describe_histogram!(
+        FANOUT_LAG,
+        Unit::Seconds,
+        "Age of an event (since its commit) when queued to the sockets"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request duration to the response head, by route template and status"
+    );
+    describe_histogram!(
+        GRPC_CLIENT_DURATION,
+        Unit::Seconds,
+        "User-service call duration, by method and gRPC code"
+    );
+    describe_counter!(
+        REDIS_RECONNECTS,
+        Unit::Count,
+        "Redis event-source reconnections after a failure"
+    );
+    describe_counter!(
+        WATCH_RECONNECTS,
+        Unit::Count,
+        "WatchUsers event-source reconnections after a failure"
+    );
+    describe_counter!(
+        WS_RESUMES,
+        Unit::Count,
+        "Sockets resumed with since and served without a resync"
+    );
+    describe_counter!(WS_RESYNCS, Unit::Count, "resync frames sent to sockets");
+    describe_gauge!(
+        EVENT_SOURCE_UP,
+        Unit::Count,
+        "1 while the event source follows its stream"
+    );
+    handle
+}
+
+/// The answer to `GET /metrics`.
+pub fn metrics_response() -> Response {
+    let mut response = Response::new(service_runtime::metrics::render().into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(service_runtime::metrics::CONTENT_TYPE),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Runs `future` as part of the request `id`: what [`Observed`] does for each
+/// request, so calls made from it carry the id.
+pub fn in_request<F: Future>(id: Arc<str>, future: F) -> impl Future<Output = F::Output> {
+    REQUEST_ID.scope(id, future)
+}
+
+/// The id of the request being answered, when called from its future.
+pub fn request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// Puts the authenticated caller's `sub` on the request's span.
+pub fn record_sub(sub: Option<&str>) {
+    if let Some(sub) = sub {
+        tracing::Span::current().record("sub", sub);
+    }
+}
+
+/// The route template of a path, as the `route` label and log field: never the
+/// raw path, whose ids would make one series per user.
+pub fn route_of(path: &str) -> &'static str {
+    let trimmed = path.trim_end_matches('/');
+    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+    match segments.as_slice() {
+        [] | ["index.html"] => "/",
+        ["api", "users"] => "/api/users/",
+        ["api", "users", _] => "/api/users/{id}/",
+        ["api", "openapi.json"] => "/api/openapi.json",
+        ["ws", "user-updates"] => "/ws/user-updates/",
+        ["window", _] => "/window/{n}/",
+        ["static", _] => "/static/{file}",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => METRICS_ROUTE,
+        _ => "other",
+    }
+}
+
+/// A status code as a label value, without allocating.
+fn status_label(status: StatusCode) -> &'static str {
+    static LABELS: LazyLock<Vec<String>> =
+        LazyLock::new(|| (100..600).map(|code: u16| code.to_string()).collect());
+    LABELS
+        .get(usize::from(status.as_u16()).wrapping_sub(100))
+        .map_or("other", String::as_str)
+}
+
+/// Times one user-service call as `method`, labelled with the gRPC code it ended
+/// with (`OK` when it succeeded).
+pub async fn grpc<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let started = Instant::now();
+    let result = call.await;
+    let code = match &result {
+        Ok(_) => 0,
+        Err(status) => status.code() as i32,
+    };
+    let code = service_runtime::metrics::grpc_code_name(code);
+    metrics::histogram!(GRPC_CLIENT_DURATION, "method" => method, "code" => code)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Counts an open socket for as long as it lives.
+pub struct SocketGauge(());
+
+impl SocketGauge {
+    /// One more open socket until the value is dropped.
+    pub fn open() -> SocketGauge {
+        metrics::gauge!(WS_CONNECTIONS).increment(1.0);
+        SocketGauge(())
+    }
+}
+
+impl Drop for SocketGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(WS_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Counts a socket that ended for `reason`.
+pub fn socket_closed(reason: &'static str) {
+    metrics::counter!(WS_CLOSED, "reason" => reason).increment(1);
+}
+
+/// The HTTP service with request ids, spans, log lines and durations around it.
+#[derive(Clone, Debug)]
+pub struct Observed<S> {
+    inner: S,
+}
+
+impl<S> Observed<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Observed<S> {
+        Observed { inner }
+    }
+}
+
+impl<S, B, R> Service<http::Request<B>> for Observed<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let route = route_of(request.uri().path());
+        if route == METRICS_ROUTE {
+            return Box::pin(self.inner.call(request));
+        }
+        let id: Arc<str> = request_id::from_header(
+            request
+                .headers()
+                .get(request_id::HEADER)
+                .map(|v| v.as_bytes()),
+        )
+        .into();
+        let method = request.method().clone();
+        // The path only: a query may hold a token.
+        let path = request.uri().path().to_owned();
+        let span = tracing::info_span!(
+            "request",
+            request_id = &*id,
+            method = %method,
+            route,
+            sub = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let call = span.in_scope(|| REQUEST_ID.sync_scope(id.clone(), || self.inner.call(request)));
+        let call = in_request(id.clone(), call).instrument(span.clone());
+        Box::pin(async move {
+            let mut response = call.await?;
+            let elapsed = started.elapsed();
+            let status = response.status();
+            metrics::histogram!(HTTP_DURATION, "route" => route, "status" => status_label(status))
+                .record(elapsed.as_secs_f64());
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert(request_id::HEADER, value);
+            }
+            let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+            let status = status.as_u16();
+            span.in_scope(|| {
+                // As the user-service does: changes at info, reads at debug. Probes
+                // stay at debug even when not ready: they come every few seconds.
+                if matches!(route, "/healthz" | "/readyz") {
+                    tracing::debug!(path, status, latency_ms, "request");
+                } else if status >= 500 {
+                    tracing::warn!(path, status, latency_ms, "request");
+                } else if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+                    tracing::info!(path, status, latency_ms, "request");
+                } else {
+                    tracing::debug!(path, status, latency_ms, "request");
+                }
+            });
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    #[test]
+    fn routes_are_templates_never_raw_paths() {
+        let cases = [
+            ("/", "/"),
+            ("/index.html", "/"),
+            ("/api/users", "/api/users/"),
+            ("/api/users/", "/api/users/"),
+            ("/api/users/42", "/api/users/{id}/"),
+            ("/api/users/42/", "/api/users/{id}/"),
+            ("/api/users/abc/", "/api/users/{id}/"),
+            ("/api/users/1/extra", "other"),
+            ("/api/openapi.json", "/api/openapi.json"),
+            ("/ws/user-updates/", "/ws/user-updates/"),
+            ("/window/2/", "/window/{n}/"),
+            ("/static/feed.js", "/static/{file}"),
+            ("/healthz", "/healthz"),
+            ("/readyz", "/readyz"),
+            ("/metrics", "/metrics"),
+            ("/nope/deeper", "other"),
+        ];
+        for (path, route) in cases {
+            assert_eq!(route_of(path), route, "{path}");
+        }
+    }
+
+    #[test]
+    fn status_labels_are_the_codes() {
+        assert_eq!(status_label(StatusCode::OK), "200");
+        assert_eq!(status_label(StatusCode::SWITCHING_PROTOCOLS), "101");
+        assert_eq!(status_label(StatusCode::SERVICE_UNAVAILABLE), "503");
+    }
+
+    /// A service that answers 204 and says which request id its future saw.
+    fn echo_service() -> impl Service<
+        http::Request<()>,
+        Response = http::Response<String>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<http::Response<String>, Infallible>> + Send,
+    > + Clone {
+        tower::service_fn(|_request: http::Request<()>| async {
+            let seen = request_id().map(|id| id.to_string()).unwrap_or_default();
+            Ok::<_, Infallible>(http::Response::new(seen))
+        })
+    }
+
+    async fn send(id: Option<&str>, path: &str) -> http::Response<String> {
+        let mut request = http::Request::builder().uri(path);
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        let mut service = Observed::new(echo_service());
+        service.call(request.body(()).unwrap()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sane_request_id_is_kept_echoed_and_seen_by_the_handler() {
+        let response = send(Some("abc-123"), "/api/users/1/").await;
+        assert_eq!(response.headers()["x-request-id"], "abc-123");
+        assert_eq!(response.body(), "abc-123");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_insane_request_id_is_replaced() {
+        for given in [
+            None,
+            Some("has space"),
+            Some("../../etc"),
+            Some(&*"x".repeat(129)),
+        ] {
+            let response = send(given, "/api/users/").await;
+            let id = response.headers()["x-request-id"].to_str().unwrap();
+            assert_eq!(id.len(), 32, "{given:?}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(response.body(), id);
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_timed_by_route_but_metrics_scrapes_are_not() {
+        install();
+        send(None, "/api/users/77/").await;
+        send(None, "/metrics").await;
+        let text = service_runtime::metrics::render();
+        let series =
+            r#"gateway_http_request_duration_seconds_count{route="/api/users/{id}/",status="200"}"#;
+        assert!(text.contains(series), "{text}");
+        assert!(!text.contains(r#"route="/metrics""#), "{text}");
+        assert!(!text.contains("/api/users/77"), "{text}");
+        // Outside a request there is no id.
+        assert!(request_id().is_none());
+    }
+}
