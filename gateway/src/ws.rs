@@ -6,6 +6,7 @@
 use std::{
     net::SocketAddr,
     sync::Arc,
+    task::Poll,
     time::{Duration, SystemTime},
 };
 
@@ -44,6 +45,8 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// Close code: a frame or message over [`MAX_INBOUND`], or a malformed one.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Most queued frames written to a socket in one go.
+const MAX_BATCH: usize = 64;
 /// How long a closing socket may take to flush its close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 /// How long a new socket waits for the event source before it is turned away.
@@ -188,23 +191,43 @@ pub async fn serve(
         }
         let mut ping = tokio::time::interval(socket.config.ping_interval);
         ping.reset();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Made once, not per wake-up: each one registers with its token.
+        let shutting_down = socket.shutdown.clone().cancelled_owned();
+        let overflowed = socket.overflowed.clone().cancelled_owned();
+        tokio::pin!(shutting_down, overflowed);
         loop {
             tokio::select! {
                 biased;
-                _ = socket.shutdown.cancelled() => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
-                _ = socket.overflowed.cancelled() => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
+                _ = &mut shutting_down => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
+                _ = &mut overflowed => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
                 () = &mut expired => return Err(End::Close(CLOSE_TOKEN_EXPIRED, "token expired")),
-                item = subscription.queue.recv() => match item {
-                    Some(Outbound::Event(frame)) if frame.seq > after => {
-                        after = frame.seq;
-                        socket.send(frame.message).await?;
+                item = subscription.queue.recv() => {
+                    let Some(mut item) = item else {
+                        return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since"));
+                    };
+                    // Everything already queued goes out in one write.
+                    loop {
+                        match item {
+                            Outbound::Event(frame) if frame.seq > after => {
+                                after = frame.seq;
+                                batch.push(frame.message);
+                            }
+                            Outbound::Event(_) => {}
+                            Outbound::Resync { message, seq } => {
+                                after = seq;
+                                batch.push(message);
+                            }
+                        }
+                        if batch.len() >= MAX_BATCH {
+                            break;
+                        }
+                        match subscription.queue.try_recv() {
+                            Ok(next) => item = next,
+                            Err(_) => break,
+                        }
                     }
-                    Some(Outbound::Event(_)) => {}
-                    Some(Outbound::Resync { message, seq }) => {
-                        after = seq;
-                        socket.send(message).await?;
-                    }
-                    None => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
+                    socket.send_all(batch.drain(..)).await?;
                 },
                 inbound = stream.next() => {
                     socket.last_heard = Instant::now();
@@ -257,9 +280,27 @@ impl Socket {
     /// Sends one frame, giving up when the socket is told to close or the peer has
     /// been silent too long (a peer that stops reading blocks the write).
     async fn send(&mut self, message: Message) -> Result<(), End> {
+        self.send_all(std::iter::once(message)).await
+    }
+
+    /// Sends frames in one write (tungstenite buffers what is fed until the
+    /// flush). A write the kernel takes at once, the usual case, arms no timer;
+    /// one that waits is bounded like [`Socket::send`].
+    async fn send_all(&mut self, messages: impl IntoIterator<Item = Message>) -> Result<(), End> {
+        let sink = &mut self.sink;
+        let write = async move {
+            for message in messages {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        };
+        let mut write = std::pin::pin!(write);
+        if let Poll::Ready(sent) = futures::poll!(write.as_mut()) {
+            return sent.map_err(|_| End::Gone("write_failed"));
+        }
         let deadline = self.last_heard + self.config.ping_interval + self.config.ping_timeout;
         tokio::select! {
-            sent = self.sink.send(message) => sent.map_err(|_| End::Gone("write_failed")),
+            sent = write => sent.map_err(|_| End::Gone("write_failed")),
             _ = self.shutdown.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
             _ = self.overflowed.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
             _ = tokio::time::sleep_until(deadline) => Err(End::Gone("ping_timeout")),
