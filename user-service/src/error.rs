@@ -67,6 +67,15 @@ impl Error {
     pub fn is_storage_failure(&self) -> bool {
         matches!(self, Error::Storage(_))
     }
+
+    /// A write refused for what the caller asked (missing user, stale version,
+    /// invalid value), decided before anything was changed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::Invalid(_) | Error::NotFound | Error::VersionMismatch { .. }
+        )
+    }
 }
 
 impl From<sqlx::Error> for Error {

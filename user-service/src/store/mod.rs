@@ -8,6 +8,7 @@
 //! in-process watchers in seq order.
 
 mod cache;
+mod checkpoint;
 mod writer;
 
 use std::{
@@ -86,7 +87,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Commits never checkpoint; `checkpoint::run` does, beside them.
+            .pragma("wal_autocheckpoint", "0");
         if let Some(dir) = options.get_filename().parent() {
             create_parent_dir(dir)?;
         }
@@ -112,6 +115,10 @@ impl Store {
             live,
             head: watch::Sender::new(head as u64),
         });
+        tokio::spawn(checkpoint::run(
+            options.clone().create_if_missing(false),
+            feed.head.subscribe(),
+        ));
         let cache = UserCache::default();
         Ok(Store {
             reads,

@@ -3,8 +3,9 @@
 //! This is group commit: under load many changes share a commit, and a change is
 //! still durable before it is answered.
 //!
-//! Each write runs inside its own savepoint, so one that fails (a missing user, a
-//! stale version) is undone alone and the rest of its batch commits. Events are
+//! A write refused for what it asks (a missing user, a stale version, an invalid
+//! value) is refused before it changes anything, so it fails alone and the rest
+//! of its batch commits; any other failure fails the whole batch. Events are
 //! announced to watchers in seq order, only after their batch has committed.
 //!
 //! When the disk refuses a write (full, read-only, I/O error), the whole batch is
@@ -275,19 +276,16 @@ async fn commit_batch(
     let mut results = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
     for job in jobs {
-        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
         match apply(&mut tx, &job.write).await {
             Ok((written, event)) => {
-                sqlx::query("RELEASE job").execute(&mut *tx).await?;
                 results.push(Ok(written));
                 events.extend(event);
             }
-            Err(error) if error.is_storage_failure() => return Err(error),
-            Err(error) => {
-                sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
-                sqlx::query("RELEASE job").execute(&mut *tx).await?;
-                results.push(Err(error));
-            }
+            // `apply` refuses before a job's first change, so a refused job left
+            // nothing to undo: no savepoint per job (two statements fewer each).
+            Err(error) if error.is_refusal() => results.push(Err(error)),
+            // Anything else may have left the job half-applied: the batch goes.
+            Err(error) => return Err(error),
         }
     }
     tx.commit().await?;
