@@ -14,7 +14,7 @@
 //! [`PROBE_INTERVAL`] until one commits; queued writes are still attempted, so the
 //! first one after the disk recovers succeeds too.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use sqlx::{Connection, SqliteConnection, sqlite::SqliteConnectOptions};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -190,9 +190,17 @@ async fn run(
             }
         }
         let jobs = std::mem::take(&mut batch);
+        // What the cache knows is what is committed (the writer keeps it so):
+        // those users need not be read again before they are changed.
+        let mut rows = Rows::new();
+        for id in jobs.iter().filter_map(|job| job.write.user_id()) {
+            if let Some(user) = cache.get(id) {
+                rows.insert(id, Some(User::clone(&user)));
+            }
+        }
         cache.begin_writes(jobs.iter().filter_map(|job| job.write.user_id()));
         let committed = match link.get().await {
-            Ok(conn) => commit_batch(conn, &jobs).await,
+            Ok(conn) => commit_batch(conn, &jobs, rows).await,
             Err(error) => Err(error),
         };
         match committed {
@@ -270,14 +278,19 @@ async fn probe_write(conn: &mut SqliteConnection) -> Result<(), Error> {
 async fn commit_batch(
     conn: &mut SqliteConnection,
     jobs: &[Job],
+    mut rows: Rows,
 ) -> Result<(Vec<Result<Written, Error>>, Vec<Event>), Error> {
     let started = std::time::Instant::now();
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
     for job in jobs {
-        match apply(&mut tx, &job.write).await {
+        match apply(&mut tx, &job.write, &rows).await {
             Ok((written, event)) => {
+                if let Written::User(user) = &written {
+                    let now = !matches!(job.write, Write::Delete { .. });
+                    rows.insert(user.id, now.then(|| user.clone()));
+                }
                 results.push(Ok(written));
                 events.extend(event);
             }
@@ -302,9 +315,23 @@ fn copy_error(error: &Error) -> Error {
     }
 }
 
+/// Users as this batch has them so far, by id (`None`: deleted in this batch);
+/// an id missing here is read from the database.
+type Rows = HashMap<i64, Option<User>>;
+
+/// The user as committed or as changed earlier in this batch.
+async fn current_user(conn: &mut SqliteConnection, rows: &Rows, id: i64) -> Result<User, Error> {
+    match rows.get(&id) {
+        Some(Some(user)) => Ok(user.clone()),
+        Some(None) => Err(Error::NotFound),
+        None => fetch_user(conn, id).await,
+    }
+}
+
 async fn apply(
     conn: &mut SqliteConnection,
     write: &Write,
+    rows: &Rows,
 ) -> Result<(Written, Option<Event>), Error> {
     match write {
         Write::Create {
@@ -331,7 +358,7 @@ async fn apply(
             changes,
             expected_version,
         } => {
-            let mut user = fetch_user(conn, *id).await?;
+            let mut user = current_user(conn, rows, *id).await?;
             check_version(&user, *expected_version)?;
             let changes = changes
                 .as_ref()
@@ -369,7 +396,7 @@ async fn apply(
             id,
             expected_version,
         } => {
-            let user = fetch_user(conn, *id).await?;
+            let user = current_user(conn, rows, *id).await?;
             check_version(&user, *expected_version)?;
             sqlx::query("DELETE FROM users WHERE id = ?")
                 .bind(id)
