@@ -190,6 +190,7 @@ impl Application {
             "shutting down: closing sockets with 1001, draining requests"
         );
         stop_serving.cancel();
+        hub.close_sockets();
         tracker.close();
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             tracker.wait().await;

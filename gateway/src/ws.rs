@@ -192,19 +192,20 @@ pub async fn serve(
         let mut ping = tokio::time::interval(socket.config.ping_interval);
         ping.reset();
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        // Made once, not per wake-up: each one registers with its token.
-        let shutting_down = socket.shutdown.clone().cancelled_owned();
-        let overflowed = socket.overflowed.clone().cancelled_owned();
-        tokio::pin!(shutting_down, overflowed);
+        // Shutdown and overflow arrive as the end of the queue (the hub drops
+        // it), not as tokens polled on every wake-up; only a write that waits
+        // watches the tokens.
         loop {
             tokio::select! {
                 biased;
-                _ = &mut shutting_down => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
-                _ = &mut overflowed => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
                 () = &mut expired => return Err(End::Close(CLOSE_TOKEN_EXPIRED, "token expired")),
                 item = subscription.queue.recv() => {
                     let Some(mut item) = item else {
-                        return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since"));
+                        return Err(if socket.shutdown.is_cancelled() {
+                            End::Close(CLOSE_GOING_AWAY, "server shutting down")
+                        } else {
+                            End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")
+                        });
                     };
                     // Everything already queued goes out in one write.
                     loop {

@@ -98,6 +98,8 @@ struct State {
     window: VecDeque<Frame>,
     sockets: HashMap<u64, Socket>,
     next_id: u64,
+    /// Set at shutdown: no socket is queued to any more.
+    closed: bool,
 }
 
 /// The fan-out point between the one event source and every socket.
@@ -118,6 +120,7 @@ impl Hub {
                 window: VecDeque::new(),
                 sockets: HashMap::new(),
                 next_id: 0,
+                closed: false,
             }),
             live: state::channel(false).0,
             window_cap: window_cap.max(1),
@@ -196,8 +199,10 @@ impl Hub {
         let mut state = self.lock();
         if let Some(frame) = self.push(&mut state, event, frame) {
             let queued = fan_out(&mut state, &Outbound::Event(frame));
-            drop(state);
+            // Counted before the lock is let go: a socket that has the frame
+            // finds it counted (one counter and one histogram per event).
             record_fan_out(event, queued);
+            drop(state);
         }
     }
 
@@ -227,6 +232,16 @@ impl Hub {
         Some(frame)
     }
 
+    /// Drops every socket's queue (at shutdown): each socket's loop sees its queue
+    /// end once it has written what was queued, which costs the loops nothing
+    /// while they run (a cancellation token shared by every socket is a lock
+    /// they would all take on every wake-up).
+    pub fn close_sockets(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.sockets.clear();
+    }
+
     /// Registers a socket and decides how it starts: live, a replay of the window
     /// after `since`, or `resync` when that gap is not in the window or the epoch
     /// is not ours.
@@ -241,13 +256,16 @@ impl Hub {
         };
         let id = state.next_id;
         state.next_id += 1;
-        state.sockets.insert(
-            id,
-            Socket {
-                queue,
-                overflowed: overflowed.clone(),
-            },
-        );
+        // After shutdown the queue is dropped at once: the socket sees it closed.
+        if !state.closed {
+            state.sockets.insert(
+                id,
+                Socket {
+                    queue,
+                    overflowed: overflowed.clone(),
+                },
+            );
+        }
         drop(state);
         match (&start, resume) {
             (Start::Resync(_), _) => metrics::counter!(observe::WS_RESYNCS).increment(1),
