@@ -158,19 +158,20 @@ pub fn record_sub(sub: Option<&str>) {
 /// The route template of a path, as the `route` label and log field: never the
 /// raw path, whose ids would make one series per user.
 pub fn route_of(path: &str) -> &'static str {
-    let trimmed = path.trim_end_matches('/');
-    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
-    match segments.as_slice() {
-        [] | ["index.html"] => "/",
-        ["api", "users"] => "/api/users/",
-        ["api", "users", _] => "/api/users/{id}/",
-        ["api", "openapi.json"] => "/api/openapi.json",
-        ["ws", "user-updates"] => "/ws/user-updates/",
-        ["window", _] => "/window/{n}/",
-        ["static", _] => "/static/{file}",
-        ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
-        ["metrics"] => METRICS_ROUTE,
+    // Up to four segments, without allocating (this runs for every request).
+    let mut segments = path.trim_end_matches('/').split('/').skip(1);
+    let first_four = [(); 4].map(|()| segments.next());
+    match first_four {
+        [None, ..] | [Some("index.html"), None, ..] => "/",
+        [Some("api"), Some("users"), None, _] => "/api/users/",
+        [Some("api"), Some("users"), Some(_), None] => "/api/users/{id}/",
+        [Some("api"), Some("openapi.json"), None, _] => "/api/openapi.json",
+        [Some("ws"), Some("user-updates"), None, _] => "/ws/user-updates/",
+        [Some("window"), Some(_), None, _] => "/window/{n}/",
+        [Some("static"), Some(_), None, _] => "/static/{file}",
+        [Some("healthz"), None, ..] => "/healthz",
+        [Some("readyz"), None, ..] => "/readyz",
+        [Some("metrics"), None, ..] => METRICS_ROUTE,
         _ => "other",
     }
 }
@@ -200,23 +201,6 @@ pub async fn grpc<T>(
     metrics::histogram!(GRPC_CLIENT_DURATION, "method" => method, "code" => code)
         .record(started.elapsed().as_secs_f64());
     result
-}
-
-/// Counts an open socket for as long as it lives.
-pub struct SocketGauge(());
-
-impl SocketGauge {
-    /// One more open socket until the value is dropped.
-    pub fn open() -> SocketGauge {
-        metrics::gauge!(WS_CONNECTIONS).increment(1.0);
-        SocketGauge(())
-    }
-}
-
-impl Drop for SocketGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(WS_CONNECTIONS).decrement(1.0);
-    }
 }
 
 /// Counts a socket that ended for `reason`.

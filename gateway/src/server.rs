@@ -58,15 +58,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = service_runtime::accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
         // Nagle off: socket frames and replies leave at once rather than waiting

@@ -160,7 +160,7 @@ pub async fn serve(
         }
     };
     tokio::pin!(expired);
-    let connected = observe::SocketGauge::open();
+    let connected = service_runtime::metrics::HeldGauge::open(observe::WS_CONNECTIONS);
     if !hub.is_live() && !hub.wait_live(SOURCE_WAIT).await {
         observe::socket_closed("no_event_source");
         drop(connected);

@@ -35,6 +35,23 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// The next connection on `listener`. A failed accept (out of file descriptors,
+/// say) is logged and retried after a pause rather than in a busy loop. Cancel-safe:
+/// meant for a `select!` against shutdown.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(pair) => return pair,
+            Err(error) => {
+                tracing::warn!(%error, listen = ?listener.local_addr().ok(), "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Completes on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C): the moment to
 /// start a graceful shutdown.
 pub async fn shutdown_signal() {

@@ -70,6 +70,26 @@ pub fn install(buckets: &[(&str, &[f64])]) -> PrometheusHandle {
         .clone()
 }
 
+/// A gauge counting something for as long as it is open (a socket, a stream):
+/// one more while this value lives, one less when it is dropped, whatever way
+/// the holder ends.
+pub struct HeldGauge(metrics::Gauge);
+
+impl HeldGauge {
+    /// Adds one to the gauge `name` until the value is dropped.
+    pub fn open(name: &'static str) -> HeldGauge {
+        let gauge = metrics::gauge!(name);
+        gauge.increment(1.0);
+        HeldGauge(gauge)
+    }
+}
+
+impl Drop for HeldGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// The text exposition of every metric recorded so far.
 pub fn render() -> String {
     install(&[]).render()
@@ -115,14 +135,7 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = crate::accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
         while connections.try_join_next().is_some() {}

@@ -753,13 +753,8 @@ fn abbreviate(items: &[String]) -> String {
 
 /// A process's resident set size in KiB (`VmRSS` in /proc/<pid>/status).
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    loadgen::sys::rss_bytes(pid).unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"))
+        / 1024
 }
 
 /// Makes a child ignore SIGXFSZ, so a write beyond its file-size limit fails with

@@ -152,12 +152,7 @@ impl Process {
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; its exit code.
     pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<i32> {
-        let pid = self.child.id().context("the process already exited")?;
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "kill -TERM failed");
+        self.signal(libc::SIGTERM)?;
         let exit = tokio::time::timeout(timeout, self.child.wait())
             .await
             .context("the process did not exit in time")??;

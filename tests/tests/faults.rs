@@ -8,7 +8,10 @@
 //! every socket with every event exactly once and in order, and the database's
 //! final state what every socket shows. Each case prints what it checked.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use e2e::{
     Http, Redis, STEP_TIMEOUT, UserService,
@@ -55,6 +58,35 @@ fn start_clock() -> Instant {
     Instant::now()
 }
 
+/// A user under load through one gateway: created, two sockets following the
+/// feed, and a writer past its first phase of acknowledged writes.
+struct Load {
+    http: Http,
+    id: i64,
+    followers: Vec<Follower>,
+    writer: Writer,
+}
+
+impl Load {
+    async fn start(name: &str, gateway: SocketAddr) -> Load {
+        let http = Http::new(gateway);
+        http.wait_ready().await;
+        let id = http.create("Ada", "Lovelace").await["id"].as_i64().unwrap();
+        let followers = vec![
+            Follower::start("a", &[gateway]).await,
+            Follower::start("b", &[gateway]).await,
+        ];
+        let writer = Writer::start(name, id, &[gateway], EVERY);
+        writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+        Load {
+            http,
+            id,
+            followers,
+            writer,
+        }
+    }
+}
+
 fn elapsed(started: Instant) -> String {
     format!("{:.1} s", started.elapsed().as_secs_f64())
 }
@@ -66,15 +98,12 @@ async fn a_user_service_killed_mid_load_loses_no_acknowledged_write_and_the_gate
     let started = start_clock();
     let mut users = UserService::start(&[]).await;
     let gateway = start_gateway(&users.url(), &gateway_flags(None)).await;
-    let http = Http::new(gateway.addr);
-    http.wait_ready().await;
-    let id = http.create("Ada", "Lovelace").await["id"].as_i64().unwrap();
-    let followers = vec![
-        Follower::start("a", &[gateway.addr]).await,
-        Follower::start("b", &[gateway.addr]).await,
-    ];
-    let writer = Writer::start("kill", id, &[gateway.addr], EVERY);
-    writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+    let Load {
+        http,
+        followers,
+        writer,
+        ..
+    } = Load::start("kill", gateway.addr).await;
 
     let addr = users.process.addr;
     users.process.kill().await;
@@ -122,15 +151,12 @@ async fn a_redis_killed_and_restarted_empty_delivers_every_event_from_the_outbox
     let mut redis = Redis::start().await;
     let users = UserService::start(&["--redis-url".to_owned(), redis.url()]).await;
     let gateway = start_gateway(&users.url(), &gateway_flags(Some(&redis))).await;
-    let http = Http::new(gateway.addr);
-    http.wait_ready().await;
-    let id = http.create("Ada", "Lovelace").await["id"].as_i64().unwrap();
-    let followers = vec![
-        Follower::start("a", &[gateway.addr]).await,
-        Follower::start("b", &[gateway.addr]).await,
-    ];
-    let writer = Writer::start("redis", id, &[gateway.addr], EVERY);
-    writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+    let Load {
+        http,
+        followers,
+        writer,
+        ..
+    } = Load::start("redis", gateway.addr).await;
 
     redis.stop().await;
     let down = Instant::now();
@@ -224,15 +250,12 @@ async fn a_redis_frozen_for_10_s_loses_nothing_and_memory_stays_bounded() {
     let redis = Redis::start().await;
     let users = UserService::start(&["--redis-url".to_owned(), redis.url()]).await;
     let gateway = start_gateway(&users.url(), &gateway_flags(Some(&redis))).await;
-    let http = Http::new(gateway.addr);
-    http.wait_ready().await;
-    let id = http.create("Ada", "Lovelace").await["id"].as_i64().unwrap();
-    let followers = vec![
-        Follower::start("a", &[gateway.addr]).await,
-        Follower::start("b", &[gateway.addr]).await,
-    ];
-    let writer = Writer::start("stall", id, &[gateway.addr], EVERY);
-    writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+    let Load {
+        http,
+        followers,
+        writer,
+        ..
+    } = Load::start("stall", gateway.addr).await;
     let pids = [
         ("user-service", users.process.pid().unwrap()),
         ("gateway", gateway.pid().unwrap()),
@@ -291,15 +314,12 @@ async fn a_disk_that_refuses_writes_gives_503_and_not_serving_then_service_resum
     let url = users.url();
     let pid = users.process.pid().unwrap();
     let gateway = start_gateway(&url, &gateway_flags(None)).await;
-    let http = Http::new(gateway.addr);
-    http.wait_ready().await;
-    let id = http.create("Ada", "Lovelace").await["id"].as_i64().unwrap();
-    let followers = vec![
-        Follower::start("a", &[gateway.addr]).await,
-        Follower::start("b", &[gateway.addr]).await,
-    ];
-    let writer = Writer::start("disk", id, &[gateway.addr], EVERY);
-    writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+    let Load {
+        http,
+        id,
+        followers,
+        writer,
+    } = Load::start("disk", gateway.addr).await;
 
     // The disk refuses every write (RLIMIT_FSIZE 0: EFBIG, even for root).
     limit_file_size(pid, Some(0));

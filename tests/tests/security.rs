@@ -200,20 +200,23 @@ async fn every_kind_of_bad_token_gets_401_and_changes_nothing() {
     assert_eq!(stack.current(user["id"].as_i64().unwrap()).await, user);
 }
 
-#[tokio::test]
-async fn an_hs256_token_made_with_the_rs256_public_key_is_refused() {
-    let users = UserService::start(&[]).await;
-    let (private_pem, public_pem) = credentials::rsa_keys();
+/// A ready gateway verifying `algorithm` tokens with the PEM `public_key`, which
+/// lives in the returned folder.
+async fn public_key_gateway(
+    users: &UserService,
+    algorithm: &str,
+    public_key: &str,
+) -> (Process, Http, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let public_path = dir.path().join("jwt.pub.pem");
-    std::fs::write(&public_path, public_pem).unwrap();
+    std::fs::write(&public_path, public_key).unwrap();
     let gateway = start_gateway(
         &users.url(),
         &[
             "--auth".into(),
             "jwt".into(),
             "--jwt-algorithm".into(),
-            "RS256".into(),
+            algorithm.into(),
             "--jwt-public-key".into(),
             public_path.display().to_string(),
         ],
@@ -221,6 +224,14 @@ async fn an_hs256_token_made_with_the_rs256_public_key_is_refused() {
     .await;
     let http = Http::new(gateway.addr);
     http.wait_ready().await;
+    (gateway, http, dir)
+}
+
+#[tokio::test]
+async fn an_hs256_token_made_with_the_rs256_public_key_is_refused() {
+    let users = UserService::start(&[]).await;
+    let (private_pem, public_pem) = credentials::rsa_keys();
+    let (_gateway, http, _key_dir) = public_key_gateway(&users, "RS256", public_pem).await;
     let get = |token: String| {
         let http = http.clone();
         async move {
@@ -263,23 +274,7 @@ async fn an_es256_gateway_accepts_its_own_key_only() {
     let users = UserService::start(&[]).await;
     let (private_pem, public_pem) = credentials::ec_keys();
     let (other_private, _) = credentials::ec_keys();
-    let dir = tempfile::tempdir().unwrap();
-    let public_path = dir.path().join("jwt.pub.pem");
-    std::fs::write(&public_path, &public_pem).unwrap();
-    let gateway = start_gateway(
-        &users.url(),
-        &[
-            "--auth".into(),
-            "jwt".into(),
-            "--jwt-algorithm".into(),
-            "ES256".into(),
-            "--jwt-public-key".into(),
-            public_path.display().to_string(),
-        ],
-    )
-    .await;
-    let http = Http::new(gateway.addr);
-    http.wait_ready().await;
+    let (_gateway, http, _key_dir) = public_key_gateway(&users, "ES256", &public_pem).await;
     for (key, expected) in [(private_pem, 200), (other_private, 401)] {
         let token = credentials::sign(
             Algorithm::ES256,
@@ -740,16 +735,10 @@ async fn the_user_service_refuses_rpcs_without_the_service_token_and_logs_the_ca
         format!("Bearer {}", stack.service_token).parse().unwrap(),
     );
     assert!(client.list_users(right).await.is_ok());
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let checked = health
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await;
-    assert!(checked.is_ok(), "health stays open");
+    assert!(
+        e2e::faults::health(&url, "").await.is_some(),
+        "health stays open"
+    );
 
     // Through the gateway, the caller's sub reaches the user-service's log.
     let user = stack.create().await;

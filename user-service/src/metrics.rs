@@ -134,23 +134,6 @@ pub fn write_batch(size: usize, started: Instant) {
     metrics::histogram!(DB_WRITE_BATCH_SIZE).record(size as f64);
 }
 
-/// Counts an open WatchUsers stream for as long as it lives.
-pub struct WatcherGauge(());
-
-impl WatcherGauge {
-    /// One more watcher until the value is dropped.
-    pub fn open() -> WatcherGauge {
-        metrics::gauge!(WATCHERS).increment(1.0);
-        WatcherGauge(())
-    }
-}
-
-impl Drop for WatcherGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(WATCHERS).decrement(1.0);
-    }
-}
-
 /// The `method` label of a request path: `None` for what is not timed.
 fn method_label(path: &str) -> Option<&'static str> {
     let name = path.strip_prefix(PREFIX)?;

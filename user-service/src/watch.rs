@@ -109,7 +109,7 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self) {
-        let _counted = crate::metrics::WatcherGauge::open();
+        let _counted = service_runtime::metrics::HeldGauge::open(crate::metrics::WATCHERS);
         if let Err(Stop::Failed(error)) = self.stream().await {
             let _ = self.client.send(Err(error.into())).await;
         }
