@@ -12,8 +12,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::outlet::{Outlet, SocketIo};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::ReadHalf;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -27,8 +29,16 @@ use warp::{
     reply::Response,
 };
 
-/// A server-side WebSocket on an upgraded HTTP connection.
-pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+/// The read half of an upgraded connection.
+pub type SocketRead = ReadHalf<TokioIo<Upgraded>>;
+
+/// A server-side WebSocket on an upgraded HTTP connection: tungstenite reads it
+/// and writes the frames the socket's task sends; every write, the hub's event
+/// frames included, goes out through its outlet.
+pub struct WebSocket {
+    pub stream: WebSocketStream<SocketIo<SocketRead>>,
+    pub outlet: Arc<Outlet>,
+}
 
 /// Bytes read from a socket at a time; bigger client frames grow the buffer for
 /// themselves (up to [`crate::ws::MAX_INBOUND`]), and clients send little.
@@ -123,13 +133,15 @@ impl Handshake {
                 tokio::spawn(async move {
                     match on_upgrade.await {
                         Ok(upgraded) => {
-                            let socket = WebSocketStream::from_raw_socket(
-                                TokioIo::new(upgraded),
+                            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                            let outlet = Outlet::new(write);
+                            let stream = WebSocketStream::from_raw_socket(
+                                SocketIo::new(read, outlet.clone()),
                                 Role::Server,
                                 Some(socket_config()),
                             )
                             .await;
-                            serve(socket).await;
+                            serve(WebSocket { stream, outlet }).await;
                         }
                         Err(error) => tracing::debug!(%error, "ws: upgrade failed"),
                     }
