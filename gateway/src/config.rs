@@ -56,8 +56,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub replay_window: u64,
 
-    /// Frames that may wait for one socket's kernel buffer; a socket with more
-    /// waiting is closed with 1013 and resumes.
+    /// Frames queued towards one socket; a socket whose queue overflows is closed
+    /// with 1013 and resumes.
     #[arg(long, env = "WS_QUEUE", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_queue: u64,

@@ -15,7 +15,6 @@ pub mod json;
 pub mod limits;
 pub mod observe;
 pub mod openapi;
-pub mod outlet;
 pub mod query;
 pub mod routes;
 pub mod server;

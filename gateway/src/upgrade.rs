@@ -12,10 +12,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::outlet::{Outlet, SocketIo};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::ReadHalf;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -29,16 +27,8 @@ use warp::{
     reply::Response,
 };
 
-/// The read half of an upgraded connection.
-pub type SocketRead = ReadHalf<TokioIo<Upgraded>>;
-
-/// A server-side WebSocket on an upgraded HTTP connection: tungstenite reads it
-/// and writes the frames the socket's task sends; every write, the hub's event
-/// frames included, goes out through its outlet.
-pub struct WebSocket {
-    pub stream: WebSocketStream<SocketIo<SocketRead>>,
-    pub outlet: Arc<Outlet>,
-}
+/// A server-side WebSocket on an upgraded HTTP connection.
+pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Bytes read from a socket at a time; bigger client frames grow the buffer for
 /// themselves (up to [`crate::ws::MAX_INBOUND`]), and clients send little.
@@ -133,15 +123,13 @@ impl Handshake {
                 tokio::spawn(async move {
                     match on_upgrade.await {
                         Ok(upgraded) => {
-                            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-                            let outlet = Outlet::new(write);
-                            let stream = WebSocketStream::from_raw_socket(
-                                SocketIo::new(read, outlet.clone()),
+                            let socket = WebSocketStream::from_raw_socket(
+                                TokioIo::new(upgraded),
                                 Role::Server,
                                 Some(socket_config()),
                             )
                             .await;
-                            serve(WebSocket { stream, outlet }).await;
+                            serve(socket).await;
                         }
                         Err(error) => tracing::debug!(%error, "ws: upgrade failed"),
                     }

@@ -1,8 +1,7 @@
-//! `/ws/user-updates/`: one task per socket. The hub writes `hello`, the replay or
-//! `resync` its resume asks for, and every event frame to the socket's outlet;
-//! the task writes what the kernel did not take at once, answers client frames,
-//! pings the peer and watches its token's expiry. A socket too far behind is
-//! closed with 1013; at shutdown every socket gets 1001.
+//! `/ws/user-updates/`: one task per socket. It sends `hello`, the replay or
+//! `resync` its resume asks for, then every frame the hub queues for it, while it
+//! answers client frames, pings the peer and watches for shutdown. A socket whose
+//! queue overflowed is closed with 1013; at shutdown every socket gets 1001.
 
 use std::{
     net::SocketAddr,
@@ -14,7 +13,6 @@ use std::{
 use futures::{SinkExt, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{
     self, Message,
     protocol::{CloseFrame, frame::coding::CloseCode},
@@ -26,12 +24,11 @@ use crate::{
     auth,
     cors::Cors,
     error::Error,
-    events::{Hub, Resume},
+    events::{Hub, Outbound, Resume, Start},
     handlers::Context,
     limits::{self, Class, SocketSlot},
     observe,
-    outlet::{Ending, Outlet, SocketIo},
-    upgrade::{SocketRead, WebSocket},
+    upgrade::WebSocket,
 };
 
 /// Largest client frame or message accepted (bigger ones end the socket).
@@ -48,6 +45,8 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// Close code: a frame or message over [`MAX_INBOUND`], or a malformed one.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Most queued frames written to a socket in one go.
+const MAX_BATCH: usize = 64;
 /// How long a closing socket may take to flush its close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 /// How long a new socket waits for the event source before it is turned away.
@@ -149,8 +148,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     session: Session,
 ) {
-    let WebSocket { stream, outlet } = socket;
-    let (sink, mut stream) = stream.split();
+    let (mut sink, mut stream) = socket.split();
     // The tokio deadline of the token's expiry (a past one fires at once).
     let expiry = session
         .expires_at
@@ -163,35 +161,75 @@ pub async fn serve(
     };
     tokio::pin!(expired);
     let connected = service_runtime::metrics::HeldGauge::open(observe::WS_CONNECTIONS);
-    let mut socket = Socket {
-        sink,
-        outlet,
-        last_heard: Instant::now(),
-        config,
-        shutdown,
-    };
     if !hub.is_live() && !hub.wait_live(SOURCE_WAIT).await {
         observe::socket_closed("no_event_source");
         drop(connected);
-        socket
-            .close(CLOSE_TRY_AGAIN_LATER, "event source unavailable")
-            .await;
+        close(&mut sink, CLOSE_TRY_AGAIN_LATER, "event source unavailable").await;
         return;
     }
-    // `hello` and the replay or `resync` are queued by the hub; live events
-    // follow them there, written by the hub itself. This task writes only what
-    // the kernel did not take at once, and its own replies and pings.
-    let subscription = hub.join(resume.as_ref(), &socket.outlet);
+    let joined = hub.join(resume.as_ref());
+    let mut subscription = joined.subscription;
+    let mut after = joined.after;
+    let mut socket = Socket {
+        sink,
+        last_heard: Instant::now(),
+        config,
+        shutdown,
+        overflowed: subscription.overflowed.clone(),
+    };
     let end = async {
+        socket.send(joined.hello).await?;
+        match joined.start {
+            Start::Live => {}
+            Start::Replay(frames) => {
+                for frame in frames {
+                    after = frame.seq;
+                    socket.send(frame.message).await?;
+                }
+            }
+            Start::Resync(message) => socket.send(message).await?,
+        }
         let mut ping = tokio::time::interval(socket.config.ping_interval);
         ping.reset();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Shutdown and overflow arrive as the end of the queue (the hub drops
+        // it), not as tokens polled on every wake-up; only a write that waits
+        // watches the tokens.
         loop {
             tokio::select! {
                 biased;
                 () = &mut expired => return Err(End::Close(CLOSE_TOKEN_EXPIRED, "token expired")),
-                // What waits goes out before the close frame.
-                () = socket.outlet.ended() => return Err(ending_close(socket.outlet.ending())),
-                () = socket.outlet.woken() => socket.drain().await?,
+                item = subscription.queue.recv() => {
+                    let Some(mut item) = item else {
+                        return Err(if socket.shutdown.is_cancelled() {
+                            End::Close(CLOSE_GOING_AWAY, "server shutting down")
+                        } else {
+                            End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")
+                        });
+                    };
+                    // Everything already queued goes out in one write.
+                    loop {
+                        match item {
+                            Outbound::Event(frame) if frame.seq > after => {
+                                after = frame.seq;
+                                batch.push(frame.message);
+                            }
+                            Outbound::Event(_) => {}
+                            Outbound::Resync { message, seq } => {
+                                after = seq;
+                                batch.push(message);
+                            }
+                        }
+                        if batch.len() >= MAX_BATCH {
+                            break;
+                        }
+                        match subscription.queue.try_recv() {
+                            Ok(next) => item = next,
+                            Err(_) => break,
+                        }
+                    }
+                    socket.send_all(batch.drain(..)).await?;
+                },
                 inbound = stream.next() => {
                     socket.last_heard = Instant::now();
                     match inbound {
@@ -218,14 +256,12 @@ pub async fn serve(
         }
     };
     let result: Result<(), End> = end.await;
-    // No event may follow a close frame, nor go to a socket that ended.
-    socket.outlet.end(Ending::Closing);
     drop(subscription);
     drop(session.slot);
     observe::socket_closed(close_reason(&result));
     drop(connected);
     match result {
-        Err(End::Close(code, reason)) => socket.close(code, reason).await,
+        Err(End::Close(code, reason)) => close(&mut socket.sink, code, reason).await,
         // Flush the reply to a client's close, if any; a dead peer costs a second.
         _ => {
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.sink.close()).await;
@@ -234,44 +270,40 @@ pub async fn serve(
 }
 
 struct Socket {
-    sink: SplitSink<WebSocketStream<SocketIo<SocketRead>>, Message>,
-    outlet: Arc<Outlet>,
+    sink: SplitSink<WebSocket, Message>,
     last_heard: Instant,
     config: SocketConfig,
     shutdown: CancellationToken,
+    overflowed: CancellationToken,
 }
 
 impl Socket {
-    /// The latest a write may finish: a peer that stops reading blocks writes,
-    /// and one silent for this long is gone.
-    fn write_deadline(&self) -> Instant {
-        self.last_heard + self.config.ping_interval + self.config.ping_timeout
-    }
-
-    /// Writes what waits in the outlet, bounded like [`Socket::send`].
-    async fn drain(&mut self) -> Result<(), End> {
-        let drained = self.outlet.drain();
-        match tokio::time::timeout_at(self.write_deadline(), drained).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone("write_failed")),
-            Err(_) => Err(End::Gone("ping_timeout")),
-        }
-    }
-
-    /// Sends one frame of the task's own, giving up when the server shuts down,
-    /// the socket overflows, or the peer has been silent too long. A write the
-    /// kernel takes at once, the usual case, arms no timer.
+    /// Sends one frame, giving up when the socket is told to close or the peer has
+    /// been silent too long (a peer that stops reading blocks the write).
     async fn send(&mut self, message: Message) -> Result<(), End> {
-        let deadline = self.write_deadline();
-        let write = self.sink.send(message);
+        self.send_all(std::iter::once(message)).await
+    }
+
+    /// Sends frames in one write (tungstenite buffers what is fed until the
+    /// flush). A write the kernel takes at once, the usual case, arms no timer;
+    /// one that waits is bounded like [`Socket::send`].
+    async fn send_all(&mut self, messages: impl IntoIterator<Item = Message>) -> Result<(), End> {
+        let sink = &mut self.sink;
+        let write = async move {
+            for message in messages {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        };
         let mut write = std::pin::pin!(write);
         if let Poll::Ready(sent) = futures::poll!(write.as_mut()) {
             return sent.map_err(|_| End::Gone("write_failed"));
         }
+        let deadline = self.last_heard + self.config.ping_interval + self.config.ping_timeout;
         tokio::select! {
             sent = write => sent.map_err(|_| End::Gone("write_failed")),
             _ = self.shutdown.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
-            () = self.outlet.ended() => Err(ending_close(self.outlet.ending())),
+            _ = self.overflowed.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since")),
             _ = tokio::time::sleep_until(deadline) => Err(End::Gone("ping_timeout")),
         }
     }
@@ -286,18 +318,6 @@ impl Socket {
             Some(reply) => self.send(Message::text(reply.to_string())).await,
             None => Ok(()),
         }
-    }
-
-    /// Sends a close frame after what waits, waiting a bounded time for it to be
-    /// flushed.
-    async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let sink = &mut self.sink;
-        let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
-        let _ = tokio::time::timeout(CLOSE_FLUSH, sink.close()).await;
     }
 }
 
@@ -354,14 +374,6 @@ fn is_disconnect(error: &tungstenite::Error) -> bool {
     )
 }
 
-/// How a socket whose outlet ended closes.
-fn ending_close(ending: Option<Ending>) -> End {
-    match ending {
-        Some(Ending::Overflow) => End::Close(CLOSE_TRY_AGAIN_LATER, "too slow; resume with since"),
-        _ => End::Close(CLOSE_GOING_AWAY, "server shutting down"),
-    }
-}
-
 /// The `reason` label of a socket that ended with `result`.
 fn close_reason(result: &Result<(), End>) -> &'static str {
     match result {
@@ -372,6 +384,16 @@ fn close_reason(result: &Result<(), End>) -> &'static str {
         Err(End::Close(CLOSE_TOO_BIG, _)) => "bad_message",
         Err(End::Close(..)) | Ok(()) => "other",
     }
+}
+
+/// Sends a close frame, waiting a bounded time for it to be flushed.
+async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.close()).await;
 }
 
 /// Reads `?since=&epoch=`: no `since` is a live-only socket.

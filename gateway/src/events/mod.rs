@@ -1,8 +1,7 @@
 //! Events: one source task per gateway (the Redis stream, or the user-service's
-//! WatchUsers) feeds the [`Hub`], which turns each event into its WebSocket frame
-//! once, keeps a bounded window of recent frames for resuming sockets, and writes
-//! the same frame to every socket's [`Outlet`] from the source's task: a socket
-//! whose kernel buffer takes it costs one `write` and no wake-up of its own task.
+//! WatchUsers) feeds the [`Hub`], which turns each event into its JSON frame once,
+//! keeps a bounded window of recent frames for resuming sockets, and hands the same
+//! frame to every socket's bounded queue.
 
 pub mod redis;
 pub mod watch;
@@ -13,24 +12,30 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
 use serde::Serialize;
-use tokio::{sync::watch as state, task::unconstrained};
+use tokio::sync::{mpsc, watch as state};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 use users_proto::v1 as pb;
 
-use crate::{
-    json::UserJson,
-    observe,
-    outlet::{Ending, Offered, Outlet, text_frame},
-};
+use crate::{json::UserJson, observe};
 
-/// One event's frame, encoded once (WebSocket header included) and shared by
-/// every socket and the replay window.
+/// One event's frame, encoded once and shared (a cloned `Message` shares its
+/// buffer) by every socket and the replay window.
 #[derive(Clone, Debug)]
 pub struct Frame {
     pub seq: u64,
-    /// The whole frame as written to a socket.
-    pub wire: Bytes,
+    pub message: Message,
+}
+
+/// What the hub queues towards a socket.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    /// A `user_update` frame.
+    Event(Frame),
+    /// The source lost continuity: a `resync` frame; the socket's seq filter
+    /// restarts from the new position.
+    Resync { message: Message, seq: u64 },
 }
 
 /// Where a reconnecting client says it stopped.
@@ -41,10 +46,27 @@ pub struct Resume {
     pub epoch: Option<String>,
 }
 
-/// A socket's place in the hub. Dropping it unregisters the socket.
+/// How a new socket starts, decided atomically with its registration so no event
+/// falls between the replay and the live queue.
+#[derive(Debug)]
+pub enum Start {
+    /// Live events only, after `hello`.
+    Live,
+    /// These frames (every event after `since`), then live ones.
+    Replay(Vec<Frame>),
+    /// The gap cannot be replayed: send this `resync` frame, then live ones.
+    Resync(Message),
+}
+
+/// A socket's place in the hub: its queue, and the token the hub cancels when the
+/// queue overflows. Dropping it unregisters the socket.
 pub struct Subscription {
     hub: Arc<Hub>,
     id: u64,
+    /// Frames for this socket, in seq order.
+    pub queue: mpsc::Receiver<Outbound>,
+    /// Cancelled by the hub when the queue overflowed: close with 1013.
+    pub overflowed: CancellationToken,
 }
 
 impl Drop for Subscription {
@@ -53,15 +75,30 @@ impl Drop for Subscription {
     }
 }
 
+/// What a socket gets when it joins.
+pub struct Joined {
+    /// The `hello` frame: the newest seq and the epoch.
+    pub hello: Message,
+    /// The seq after which this socket wants events.
+    pub after: u64,
+    pub start: Start,
+    pub subscription: Subscription,
+}
+
+struct Socket {
+    queue: mpsc::Sender<Outbound>,
+    overflowed: CancellationToken,
+}
+
 struct State {
     epoch: String,
     /// The newest seq the hub has seen (or was told of).
     head: u64,
     /// The newest frames, oldest first, contiguous in seq.
     window: VecDeque<Frame>,
-    sockets: HashMap<u64, Arc<Outlet>>,
+    sockets: HashMap<u64, Socket>,
     next_id: u64,
-    /// Set at shutdown: no socket is written to any more.
+    /// Set at shutdown: no socket is queued to any more.
     closed: bool,
 }
 
@@ -74,8 +111,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// `window_cap` frames are kept for resuming; a socket may have `queue_len`
-    /// frames waiting for its kernel buffer before it is cut loose.
+    /// `window_cap` frames are kept for resuming; each socket queues `queue_len`.
     pub fn new(window_cap: usize, queue_len: usize) -> Hub {
         Hub {
             state: Mutex::new(State {
@@ -137,18 +173,15 @@ impl Hub {
 
     /// The source starts again from `(epoch, head)` with no continuity to what came
     /// before: the window is emptied and every socket gets a `resync` frame.
-    pub async fn reposition(&self, epoch: &str, head: u64) {
-        let outlets = {
-            let mut state = self.lock();
-            state.epoch = epoch.to_owned();
-            state.head = head;
-            state.window.clear();
-            snapshot(&state)
-        };
-        let frame = text_frame(resync_json(head, epoch).as_bytes());
-        let given = write_all(outlets, Give::Resync(head, frame), self.queue_len).await;
-        self.forget(&given.refused);
-        metrics::counter!(observe::WS_RESYNCS).increment(given.taken);
+    pub fn reposition(&self, epoch: &str, head: u64) {
+        let mut state = self.lock();
+        state.epoch = epoch.to_owned();
+        state.head = head;
+        state.window.clear();
+        let message = Message::text(resync_json(head, epoch));
+        let queued = fan_out(&mut state, &Outbound::Resync { message, seq: head });
+        drop(state);
+        metrics::counter!(observe::WS_RESYNCS).increment(queued);
     }
 
     /// Adds an event to the window without sending it: the start-up fill of events
@@ -159,29 +192,18 @@ impl Hub {
         self.push(&mut state, event, frame);
     }
 
-    /// Adds an event to the window and writes its frame to every socket. A socket
-    /// with too many frames waiting is cut loose and told so; the others never
-    /// wait for it.
-    ///
-    /// Only the source's task publishes, so events are written in order; the
-    /// writes happen after the lock is let go, so sockets come and go meanwhile.
-    /// A socket that joins now gets `head` (this event) in its `hello` or replay
-    /// and is not in this event's list.
-    pub async fn publish(&self, event: &pb::UserEvent) {
+    /// Adds an event to the window and queues its frame to every socket. A socket
+    /// whose queue is full is cut loose and told so; the others never wait.
+    pub fn publish(&self, event: &pb::UserEvent) {
         let frame = encode(event);
-        let (frame, outlets) = {
-            let mut state = self.lock();
-            let Some(frame) = self.push(&mut state, event, frame) else {
-                return;
-            };
-            (frame, snapshot(&state))
-        };
-        // Counted before any socket can have the frame.
-        metrics::counter!(observe::EVENTS_FANNED_OUT).increment(1);
-        metrics::counter!(observe::WS_FRAMES_QUEUED).increment(outlets.len() as u64);
-        let given = write_all(outlets, Give::Event(frame.seq, frame.wire), self.queue_len).await;
-        self.forget(&given.refused);
-        record_fan_out_lag(event);
+        let mut state = self.lock();
+        if let Some(frame) = self.push(&mut state, event, frame) {
+            let queued = fan_out(&mut state, &Outbound::Event(frame));
+            // Counted before the lock is let go: a socket that has the frame
+            // finds it counted (one counter and one histogram per event).
+            record_fan_out(event, queued);
+            drop(state);
+        }
     }
 
     fn push(
@@ -210,50 +232,39 @@ impl Hub {
         Some(frame)
     }
 
-    /// Unregisters sockets that take no more events.
-    fn forget(&self, ids: &[u64]) {
-        if !ids.is_empty() {
-            let mut state = self.lock();
-            for id in ids {
-                state.sockets.remove(id);
-            }
-        }
-    }
-
-    /// Ends every socket's outlet (at shutdown): each socket's task writes what
-    /// waits, then closes with 1001.
+    /// Drops every socket's queue (at shutdown): each socket's loop sees its queue
+    /// end once it has written what was queued, which costs the loops nothing
+    /// while they run (a cancellation token shared by every socket is a lock
+    /// they would all take on every wake-up).
     pub fn close_sockets(&self) {
         let mut state = self.lock();
         state.closed = true;
-        for (_, outlet) in state.sockets.drain() {
-            outlet.end(Ending::Shutdown);
-        }
+        state.sockets.clear();
     }
 
-    /// Registers a socket's outlet and starts it, atomically with respect to
-    /// events: `hello` (the newest seq and the epoch), then a replay of the
-    /// window after the resume's `since`, or `resync` when that gap is not in the
-    /// window or the epoch is not ours; live events follow.
-    pub fn join(self: &Arc<Self>, resume: Option<&Resume>, outlet: &Arc<Outlet>) -> Subscription {
+    /// Registers a socket and decides how it starts: live, a replay of the window
+    /// after `since`, or `resync` when that gap is not in the window or the epoch
+    /// is not ours.
+    pub fn join(self: &Arc<Self>, resume: Option<&Resume>) -> Joined {
+        let (queue, receiver) = mpsc::channel(self.queue_len);
+        let overflowed = CancellationToken::new();
         let mut state = self.lock();
-        let hello = text_frame(hello_json(state.head, &state.epoch).as_bytes());
+        let hello = Message::text(hello_json(state.head, &state.epoch));
         let (after, start) = match resume {
             None => (state.head, Start::Live),
             Some(resume) => decide_start(&state, resume),
         };
         let id = state.next_id;
         state.next_id += 1;
-        let mut frames = vec![hello];
-        match &start {
-            Start::Live => {}
-            Start::Replay(replay) => frames.extend(replay.iter().map(|f| f.wire.clone())),
-            Start::Resync(resync) => frames.push(resync.clone()),
-        }
-        outlet.start(frames, after);
-        if state.closed {
-            outlet.end(Ending::Shutdown);
-        } else {
-            state.sockets.insert(id, outlet.clone());
+        // After shutdown the queue is dropped at once: the socket sees it closed.
+        if !state.closed {
+            state.sockets.insert(
+                id,
+                Socket {
+                    queue,
+                    overflowed: overflowed.clone(),
+                },
+            );
         }
         drop(state);
         match (&start, resume) {
@@ -261,28 +272,25 @@ impl Hub {
             (_, Some(_)) => metrics::counter!(observe::WS_RESUMES).increment(1),
             (_, None) => {}
         }
-        Subscription {
-            hub: self.clone(),
-            id,
+        Joined {
+            hello,
+            after,
+            start,
+            subscription: Subscription {
+                hub: self.clone(),
+                id,
+                queue: receiver,
+                overflowed,
+            },
         }
     }
-}
-
-/// How a new socket starts.
-enum Start {
-    /// Live events only, after `hello`.
-    Live,
-    /// These frames (every event after `since`), then live ones.
-    Replay(Vec<Frame>),
-    /// The gap cannot be replayed: this `resync` frame, then live ones.
-    Resync(Bytes),
 }
 
 fn decide_start(state: &State, resume: &Resume) -> (u64, Start) {
     let resync = || {
         (
             state.head,
-            Start::Resync(text_frame(resync_json(state.head, &state.epoch).as_bytes())),
+            Start::Resync(Message::text(resync_json(state.head, &state.epoch))),
         )
     };
     let epoch_matches = resume.epoch.as_deref() == Some(state.epoch.as_str());
@@ -313,101 +321,29 @@ fn decide_start(state: &State, resume: &Resume) -> (u64, Start) {
     }
 }
 
-/// Every registered socket, with its id, taken under the lock.
-fn snapshot(state: &State) -> Vec<(u64, Arc<Outlet>)> {
+/// Queues `item` to every socket; full queues are cut loose, closed ones dropped.
+/// Returns how many sockets it was queued to.
+fn fan_out(state: &mut State, item: &Outbound) -> u64 {
     state
         .sockets
-        .iter()
-        .map(|(id, outlet)| (*id, outlet.clone()))
-        .collect()
-}
-
-/// Fewest sockets worth a task of their own in one fan-out.
-const MIN_SOCKETS_PER_TASK: usize = 64;
-/// Sockets written to between two chances for other tasks to run (about half a
-/// millisecond of writes).
-const SOCKETS_PER_TURN: usize = 64;
-
-/// One frame for every socket.
-#[derive(Clone)]
-enum Give {
-    /// Event `seq`'s frame: only to sockets behind it.
-    Event(u64, Bytes),
-    /// A `resync` frame moving every socket to `seq`.
-    Resync(u64, Bytes),
-}
-
-/// What a fan-out did: how many sockets took the frame, and which take no more.
-#[derive(Default)]
-struct Given {
-    taken: u64,
-    refused: Vec<u64>,
-}
-
-/// Gives one frame to every outlet, the sockets split evenly between this task
-/// and one more task per further runtime worker, so the writes (each a `write`
-/// call, most of a fan-out's cost) run on every core as a task per socket would,
-/// but with one wake-up per core instead of one per socket. Returns when every
-/// socket has the frame, so events reach each socket in order.
-///
-/// The writes run outside tokio's cooperative budget: each is a non-blocking
-/// `write`, and with the budget every write after the 128th would report its
-/// socket full and hand the frame to that socket's task for nothing.
-async fn write_all(outlets: Vec<(u64, Arc<Outlet>)>, give: Give, limit: usize) -> Given {
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let share = outlets
-        .len()
-        .div_ceil(workers.max(1))
-        .max(MIN_SOCKETS_PER_TASK);
-    let mut mine = outlets;
-    let mut helpers = Vec::new();
-    while mine.len() > share {
-        let theirs = mine.split_off(mine.len() - share);
-        let give = give.clone();
-        helpers.push(tokio::spawn(async move {
-            give_each(&theirs, &give, limit).await
-        }));
-    }
-    let mut given = give_each(&mine, &give, limit).await;
-    for helper in helpers {
-        if let Ok(theirs) = helper.await {
-            given.taken += theirs.taken;
-            given.refused.extend(theirs.refused);
-        }
-    }
-    given
-}
-
-/// Gives the frame to each outlet in turn, letting other tasks (requests, the
-/// event stream) run between groups of [`SOCKETS_PER_TURN`] sockets, so a big
-/// fan-out never holds a worker for long.
-async fn give_each(outlets: &[(u64, Arc<Outlet>)], give: &Give, limit: usize) -> Given {
-    let mut given = Given::default();
-    for (turn, group) in outlets.chunks(SOCKETS_PER_TURN).enumerate() {
-        if turn > 0 {
-            tokio::task::yield_now().await;
-        }
-        unconstrained(async {
-            for (id, outlet) in group {
-                let offered = match give {
-                    Give::Event(seq, frame) => outlet.offer(*seq, frame, limit),
-                    Give::Resync(seq, frame) => outlet.reposition(*seq, frame, limit),
-                };
-                match offered {
-                    Offered::Taken => given.taken += 1,
-                    Offered::Skipped => {}
-                    Offered::Refused => given.refused.push(*id),
-                }
+        .retain(|_, socket| match socket.queue.try_send(item.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                socket.overflowed.cancel();
+                false
             }
-        })
-        .await;
-    }
-    given
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    state.sockets.len() as u64
 }
 
-/// Records an event's age once its frame was given to every socket: once per
-/// event, whatever the number of sockets.
-fn record_fan_out_lag(event: &pb::UserEvent) {
+/// Counts one event fanned out to `queued` sockets and records its age: once per
+/// event, whatever the number of sockets. The age is taken when the frame is
+/// queued; each socket's task writes it from there within microseconds unless
+/// that socket is slow (and a slow one is closed once its queue is full).
+fn record_fan_out(event: &pb::UserEvent, queued: u64) {
+    metrics::counter!(observe::EVENTS_FANNED_OUT).increment(1);
+    metrics::counter!(observe::WS_FRAMES_QUEUED).increment(queued);
     if let Some(commit) = &event.commit_time {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -453,10 +389,10 @@ pub fn encode(event: &pb::UserEvent) -> Option<Frame> {
             changed: &event.changed_fields,
         },
     };
-    let text = serde_json::to_vec(&frame).ok()?;
+    let text = serde_json::to_string(&frame).ok()?;
     Some(Frame {
         seq: event.seq,
-        wire: text_frame(&text),
+        message: Message::text(text),
     })
 }
 
@@ -508,12 +444,7 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outlet::{
-        Ending,
-        testing::{pair, payload, read_texts},
-    };
     use prost_types::Timestamp;
-    use serde_json::Value;
 
     fn event(seq: u64, first: &str) -> pb::UserEvent {
         pb::UserEvent {
@@ -539,166 +470,125 @@ mod tests {
         }
     }
 
-    /// `(type, seq)` of each frame.
-    fn kinds(texts: &[String]) -> Vec<(String, u64)> {
-        texts
-            .iter()
-            .map(|t| {
-                let v: Value = serde_json::from_str(t).unwrap();
-                (
-                    v["type"].as_str().unwrap().to_owned(),
-                    v["seq"].as_u64().unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    fn kind(name: &str, seq: u64) -> (String, u64) {
-        (name.to_owned(), seq)
+    fn text(message: &Message) -> &str {
+        message.to_text().unwrap()
     }
 
     #[test]
     fn an_event_becomes_the_pocs_frame_with_seq_and_epoch() {
         let frame = encode(&event(42, "John")).unwrap();
         assert_eq!(
-            payload(&frame.wire),
+            text(&frame.message),
             r#"{"type":"user_update","seq":42,"epoch":"e1","data":{"action":"update","user":{"id":7,"first_name":"John","last_name":"Doe","created_at":"2026-01-13T10:00:00.123456Z","updated_at":"2026-01-13T10:00:01.000000Z","version":2},"changed":["first_name"]}}"#
         );
     }
 
-    #[tokio::test]
-    async fn every_socket_gets_hello_then_the_same_frame() {
+    #[test]
+    fn every_socket_gets_the_same_frame() {
         let hub = Arc::new(Hub::new(10, 4));
-        hub.reposition("e1", 0).await;
-        let (a, a_wire) = pair(1 << 16);
-        let (b, b_wire) = pair(1 << 16);
-        let _a = hub.join(None, &a);
-        let _b = hub.join(None, &b);
-        hub.publish(&event(1, "A")).await;
-        let a_texts = read_texts(a_wire, 2).await;
-        assert_eq!(kinds(&a_texts), [kind("hello", 0), kind("user_update", 1)]);
-        assert_eq!(a_texts, read_texts(b_wire, 2).await);
-    }
-
-    #[tokio::test]
-    async fn a_socket_too_far_behind_is_cut_loose_alone() {
-        let hub = Arc::new(Hub::new(100, 2));
-        hub.reposition("e1", 0).await;
-        // The slow one's pipe takes one byte and is never read.
-        let (slow, _slow_wire) = pair(1);
-        let (fast, fast_wire) = pair(1 << 16);
-        let _slow = hub.join(None, &slow);
-        let _fast = hub.join(None, &fast);
-        for seq in 1..=3 {
-            hub.publish(&event(seq, "x")).await;
-        }
-        assert_eq!(slow.ending(), Some(Ending::Overflow));
-        assert_eq!(fast.ending(), None);
-        assert_eq!(hub.socket_count(), 1);
-        let texts = read_texts(fast_wire, 4).await;
-        assert_eq!(
-            kinds(&texts)[1..],
-            [1, 2, 3].map(|s| kind("user_update", s))
-        );
-    }
-
-    #[tokio::test]
-    async fn resume_replays_exactly_the_events_after_since_then_goes_live() {
-        let hub = Arc::new(Hub::new(5, 8));
-        hub.reposition("e1", 0).await;
-        for seq in 1..=8 {
-            hub.publish(&event(seq, "x")).await;
-        }
-        let (outlet, wire) = pair(1 << 16);
-        let _joined = hub.join(
-            Some(&Resume {
-                since: 5,
-                epoch: Some("e1".into()),
-            }),
-            &outlet,
-        );
-        hub.publish(&event(9, "x")).await;
-        let texts = read_texts(wire, 5).await;
-        assert_eq!(
-            kinds(&texts),
-            [
-                kind("hello", 8),
-                kind("user_update", 6),
-                kind("user_update", 7),
-                kind("user_update", 8),
-                kind("user_update", 9)
-            ]
-        );
-    }
-
-    /// What a socket resuming with `since` in `epoch` gets first after `hello`,
-    /// with two events published after it joined.
-    async fn first_after_hello(hub: &Arc<Hub>, since: u64, epoch: &str) -> (String, u64) {
-        let (outlet, wire) = pair(1 << 16);
-        let resume = Resume {
-            since,
-            epoch: Some(epoch.into()),
+        hub.reposition("e1", 0);
+        let mut a = hub.join(None);
+        let mut b = hub.join(None);
+        hub.publish(&event(1, "A"));
+        let (Ok(Outbound::Event(fa)), Ok(Outbound::Event(fb))) = (
+            a.subscription.queue.try_recv(),
+            b.subscription.queue.try_recv(),
+        ) else {
+            panic!("both sockets get the event");
         };
-        let _joined = hub.join(Some(&resume), &outlet);
-        for _ in 0..2 {
-            hub.publish(&event(hub.position().1 + 1, "next")).await;
-        }
-        kinds(&read_texts(wire, 2).await)[1].clone()
+        assert_eq!(fa.seq, 1);
+        assert_eq!(
+            text(&fa.message).as_ptr(),
+            text(&fb.message).as_ptr(),
+            "one shared buffer"
+        );
     }
 
-    #[tokio::test]
-    async fn a_gap_older_than_the_window_or_another_epoch_resyncs() {
-        let hub = Arc::new(Hub::new(3, 8));
-        hub.reposition("e1", 0).await;
+    #[test]
+    fn a_full_queue_cuts_only_that_socket_loose() {
+        let hub = Arc::new(Hub::new(100, 2));
+        hub.reposition("e1", 0);
+        let slow = hub.join(None);
+        let mut fast = hub.join(None);
+        for seq in 1..=3 {
+            hub.publish(&event(seq, "x"));
+            assert!(
+                matches!(fast.subscription.queue.try_recv(), Ok(Outbound::Event(f)) if f.seq == seq)
+            );
+        }
+        assert!(slow.subscription.overflowed.is_cancelled());
+        assert!(!fast.subscription.overflowed.is_cancelled());
+        assert_eq!(hub.socket_count(), 1);
+    }
+
+    #[test]
+    fn resume_replays_exactly_the_events_after_since() {
+        let hub = Arc::new(Hub::new(5, 8));
+        hub.reposition("e1", 0);
         for seq in 1..=8 {
-            hub.publish(&event(seq, "x")).await;
+            hub.publish(&event(seq, "x"));
         }
-        assert_eq!(first_after_hello(&hub, 2, "e1").await, kind("resync", 8));
-        // The window now holds 8..=10.
-        assert_eq!(
-            first_after_hello(&hub, 7, "e1").await,
-            kind("user_update", 8)
-        );
-        assert_eq!(first_after_hello(&hub, 7, "e2").await, kind("resync", 12));
-        // Ahead of this gateway (head 14), in its epoch: live, skipping up to
-        // `since`.
-        assert_eq!(
-            first_after_hello(&hub, 15, "e1").await,
-            kind("user_update", 16)
-        );
+        let joined = hub.join(Some(&Resume {
+            since: 5,
+            epoch: Some("e1".into()),
+        }));
+        let Start::Replay(frames) = joined.start else {
+            panic!("within the window: a replay");
+        };
+        assert_eq!(frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [6, 7, 8]);
+        assert_eq!(joined.after, 5);
     }
 
-    #[tokio::test]
-    async fn hello_names_the_newest_seq_and_epoch() {
+    #[test]
+    fn a_gap_older_than_the_window_or_another_epoch_resyncs() {
         let hub = Arc::new(Hub::new(3, 8));
-        hub.reposition("e1", 4).await;
+        hub.reposition("e1", 0);
+        for seq in 1..=8 {
+            hub.publish(&event(seq, "x"));
+        }
+        let old = hub.join(Some(&Resume {
+            since: 2,
+            epoch: Some("e1".into()),
+        }));
+        assert!(matches!(old.start, Start::Resync(_)));
+        let edge = hub.join(Some(&Resume {
+            since: 5,
+            epoch: Some("e1".into()),
+        }));
+        assert!(matches!(edge.start, Start::Replay(ref f) if f.len() == 3));
+        let other = hub.join(Some(&Resume {
+            since: 7,
+            epoch: Some("e2".into()),
+        }));
+        let Start::Resync(message) = other.start else {
+            panic!("another epoch resyncs");
+        };
+        assert_eq!(text(&message), r#"{"type":"resync","seq":8,"epoch":"e1"}"#);
+        let ahead = hub.join(Some(&Resume {
+            since: 9,
+            epoch: Some("e1".into()),
+        }));
+        assert!(matches!(ahead.start, Start::Live));
+        assert_eq!(ahead.after, 9);
+    }
+
+    #[test]
+    fn hello_names_the_newest_seq_and_epoch() {
+        let hub = Arc::new(Hub::new(3, 8));
+        hub.reposition("e1", 4);
         hub.remember(&event(5, "x"));
-        let (outlet, wire) = pair(1 << 16);
-        let _joined = hub.join(None, &outlet);
+        let joined = hub.join(None);
         assert_eq!(
-            read_texts(wire, 1).await,
-            [r#"{"type":"hello","seq":5,"epoch":"e1"}"#]
+            text(&joined.hello),
+            r#"{"type":"hello","seq":5,"epoch":"e1"}"#
         );
+        assert!(matches!(joined.start, Start::Live));
     }
 
-    #[tokio::test]
-    async fn shutdown_ends_every_outlet_and_turns_new_ones_away() {
+    #[test]
+    fn a_dropped_subscription_unregisters() {
         let hub = Arc::new(Hub::new(3, 8));
-        let (before, _w1) = pair(1 << 16);
-        let _before = hub.join(None, &before);
-        hub.close_sockets();
-        assert_eq!(before.ending(), Some(Ending::Shutdown));
-        let (after, _w2) = pair(1 << 16);
-        let _after = hub.join(None, &after);
-        assert_eq!(after.ending(), Some(Ending::Shutdown));
-        assert_eq!(hub.socket_count(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_dropped_subscription_unregisters() {
-        let hub = Arc::new(Hub::new(3, 8));
-        let (outlet, _wire) = pair(1 << 16);
-        let joined = hub.join(None, &outlet);
+        let joined = hub.join(None);
         assert_eq!(hub.socket_count(), 1);
         drop(joined);
         assert_eq!(hub.socket_count(), 0);

@@ -178,11 +178,11 @@ impl Follower {
                 Err(error) => {
                     tracing::warn!(%error, from, to = entry.seq,
                         "events: cannot backfill a gap in the stream; resyncing every socket");
-                    self.hub.reposition(&epoch, entry.seq - 1).await;
+                    self.hub.reposition(&epoch, entry.seq - 1);
                 }
             }
         }
-        self.hub.publish(&entry.event).await;
+        self.hub.publish(&entry.event);
         self.position = Some((entry.epoch, entry.seq));
     }
 
@@ -211,13 +211,13 @@ impl Follower {
                     (String::new(), 0)
                 }
             };
-            self.hub.reposition(&epoch, head).await;
+            self.hub.reposition(&epoch, head);
             self.position = Some((epoch, head));
             return Ok(());
         };
         let (epoch, head) = (newest.epoch.clone(), newest.seq);
         entries.retain(|e| e.epoch == epoch);
-        self.hub.reposition(&epoch, head).await;
+        self.hub.reposition(&epoch, head);
         for entry in entries.iter().rev() {
             self.hub.remember(&entry.event);
         }

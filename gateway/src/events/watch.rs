@@ -143,7 +143,7 @@ impl Follower {
             },
             None => match open_for_window(&self.client, self.hub.window_cap() as u64).await {
                 Ok(opened) => {
-                    self.hub.reposition(&opened.epoch, opened.head).await;
+                    self.hub.reposition(&opened.epoch, opened.head);
                     self.position = Some((opened.epoch, 0));
                     (opened.events, opened.head)
                 }
@@ -191,7 +191,7 @@ impl Follower {
                     self.hub.set_live(true);
                 }
             } else {
-                self.hub.publish(&event).await;
+                self.hub.publish(&event);
             }
         }
     }
@@ -214,7 +214,7 @@ pub async fn backfill(
             match opened.events.next().await {
                 Some(Ok(event)) if event.seq <= done => {}
                 Some(Ok(event)) if event.seq == done + 1 && event.epoch == epoch => {
-                    hub.publish(&event).await;
+                    hub.publish(&event);
                     done = event.seq;
                 }
                 Some(Ok(event)) => {
