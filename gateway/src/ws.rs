@@ -184,7 +184,7 @@ pub async fn serve(
             Start::Replay(frames) => {
                 for frame in frames {
                     after = frame.seq;
-                    socket.send(frame.message).await?;
+                    socket.send(frame.message.clone()).await?;
                 }
             }
             Start::Resync(message) => socket.send(message).await?,
@@ -212,12 +212,12 @@ pub async fn serve(
                         match item {
                             Outbound::Event(frame) if frame.seq > after => {
                                 after = frame.seq;
-                                batch.push(frame.message);
+                                batch.push(frame.message.clone());
                             }
                             Outbound::Event(_) => {}
-                            Outbound::Resync { message, seq } => {
-                                after = seq;
-                                batch.push(message);
+                            Outbound::Resync(frame) => {
+                                after = frame.seq;
+                                batch.push(frame.message.clone());
                             }
                         }
                         if batch.len() >= MAX_BATCH {
