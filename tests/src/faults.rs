@@ -52,7 +52,7 @@ pub fn gateway_flags(redis: Option<&Redis>) -> Vec<String> {
     .map(String::from)
     .to_vec();
     if let Some(redis) = redis {
-        flags.extend(["--redis-url".to_owned(), redis.url()]);
+        flags.extend(redis.flags());
     }
     flags
 }

@@ -308,6 +308,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The flag that points either service at this Redis.
+    pub fn flags(&self) -> Vec<String> {
+        vec!["--redis-url".to_owned(), self.url()]
+    }
+
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)

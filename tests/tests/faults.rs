@@ -149,7 +149,7 @@ async fn a_redis_killed_and_restarted_empty_delivers_every_event_from_the_outbox
     let case = "Redis killed";
     let started = start_clock();
     let mut redis = Redis::start().await;
-    let users = UserService::start(&["--redis-url".to_owned(), redis.url()]).await;
+    let users = UserService::start(&redis.flags()).await;
     let gateway = start_gateway(&users.url(), &gateway_flags(Some(&redis))).await;
     let Load {
         http,
@@ -191,7 +191,7 @@ async fn sockets_of_a_gateway_sent_sigterm_get_1001_and_resume_on_the_other_miss
     let case = "SIGTERM gateway";
     let started = start_clock();
     let redis = Redis::start().await;
-    let users = UserService::start(&["--redis-url".to_owned(), redis.url()]).await;
+    let users = UserService::start(&redis.flags()).await;
     let mut one = start_gateway(&users.url(), &gateway_flags(Some(&redis))).await;
     let two = start_gateway(&users.url(), &gateway_flags(Some(&redis))).await;
     let (http_one, http_two) = (Http::new(one.addr), Http::new(two.addr));
@@ -248,7 +248,7 @@ async fn a_redis_frozen_for_10_s_loses_nothing_and_memory_stays_bounded() {
     let case = "SIGSTOP Redis 10 s";
     let started = start_clock();
     let redis = Redis::start().await;
-    let users = UserService::start(&["--redis-url".to_owned(), redis.url()]).await;
+    let users = UserService::start(&redis.flags()).await;
     let gateway = start_gateway(&users.url(), &gateway_flags(Some(&redis))).await;
     let Load {
         http,

@@ -16,7 +16,7 @@ async fn hello(socket: &mut Socket) -> (u64, String) {
 }
 
 async fn stack(redis: &Redis) -> (UserService, Vec<String>) {
-    let flags = vec!["--redis-url".to_owned(), redis.url()];
+    let flags = redis.flags();
     (UserService::start(&flags).await, flags)
 }
 

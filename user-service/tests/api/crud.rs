@@ -66,13 +66,7 @@ async fn an_update_changes_only_the_masked_field_and_bumps_the_version() {
     let app = spawn_app().await;
     let created = app.create("Ada", "Lovelace").await;
 
-    let updated = app
-        .client
-        .clone()
-        .update_user(rename_first(created.id, " Augusta "))
-        .await
-        .unwrap()
-        .into_inner();
+    let updated = app.rename(created.id, " Augusta ").await;
 
     assert_eq!(updated.first_name.as_deref(), Some("Augusta"));
     assert_eq!(updated.last_name.as_deref(), Some("Lovelace"));
@@ -133,13 +127,7 @@ async fn an_update_that_changes_nothing_makes_no_version_and_no_event() {
     let created = app.create("Ada", "Lovelace").await;
     let head_before = app.store.head();
 
-    let same = app
-        .client
-        .clone()
-        .update_user(rename_first(created.id, "  Ada  "))
-        .await
-        .unwrap()
-        .into_inner();
+    let same = app.rename(created.id, "  Ada  ").await;
 
     assert_eq!(same, created);
     assert_eq!(app.store.head(), head_before);

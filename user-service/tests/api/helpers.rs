@@ -74,6 +74,16 @@ impl TestApp {
             .expect("create succeeds")
             .into_inner()
     }
+
+    /// Sets user `id`'s first name, panicking on failure.
+    pub async fn rename(&self, id: i64, first: &str) -> pb::User {
+        self.client
+            .clone()
+            .update_user(rename_first(id, first))
+            .await
+            .expect("update succeeds")
+            .into_inner()
+    }
 }
 
 /// A user with only the names set.

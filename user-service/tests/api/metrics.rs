@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use users_proto::v1 as pb;
 
-use crate::helpers::{RedisServer, TestApp, eventually, expect_code, rename_first, spawn_app_with};
+use crate::helpers::{RedisServer, TestApp, eventually, expect_code, spawn_app_with};
 
 /// `GET <path>` on the metrics port: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -52,11 +52,7 @@ async fn scrape(app: &TestApp) -> String {
 async fn the_metrics_port_serves_rpc_database_and_watch_metrics() {
     let app = spawn_app_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let ada = app.create("Ada", "Lovelace").await;
-    app.client
-        .clone()
-        .update_user(rename_first(ada.id, "Augusta"))
-        .await
-        .unwrap();
+    app.rename(ada.id, "Augusta").await;
     let missing = app
         .client
         .clone()

@@ -56,11 +56,7 @@ async fn every_event_reaches_the_stream_in_order_with_its_seq_as_id() {
     let app = spawn_app_with(|c| c.redis_url = Some(redis.url())).await;
     let ada = app.create("Ada", "Lovelace").await;
     for i in 0..4 {
-        app.client
-            .clone()
-            .update_user(rename_first(ada.id, &format!("A{i}")))
-            .await
-            .unwrap();
+        app.rename(ada.id, &format!("A{i}")).await;
     }
 
     let entries = stream_up_to(&redis.url(), 5).await;
@@ -107,11 +103,7 @@ async fn with_redis_down_writes_succeed_and_after_it_returns_empty_every_event_a
     }
     redis.restart();
     for i in 0..5 {
-        app.client
-            .clone()
-            .update_user(rename_first(ada.id, &format!("back {i}")))
-            .await
-            .unwrap();
+        app.rename(ada.id, &format!("back {i}")).await;
     }
 
     let entries = stream_up_to(&redis.url(), 16).await;

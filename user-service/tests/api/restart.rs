@@ -1,16 +1,12 @@
 use users_proto::v1 as pb;
 
-use crate::helpers::{rename_first, spawn_app, spawn_app_in};
+use crate::helpers::{spawn_app, spawn_app_in};
 
 #[tokio::test]
 async fn a_restart_on_the_same_file_keeps_users_seq_and_epoch() {
     let app = spawn_app().await;
     let ada = app.create("Ada", "Lovelace").await;
-    app.client
-        .clone()
-        .update_user(rename_first(ada.id, "Augusta"))
-        .await
-        .unwrap();
+    app.rename(ada.id, "Augusta").await;
     let (epoch, head) = (app.store.epoch().to_owned(), app.store.head());
     let (dir, config) = (app.dir.clone(), app.config.clone());
     app.stop().await;

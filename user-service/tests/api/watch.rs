@@ -42,11 +42,7 @@ async fn watch(
 async fn a_watch_replays_the_log_then_streams_live_events() {
     let app = spawn_app().await;
     let ada = app.create("Ada", "Lovelace").await;
-    app.client
-        .clone()
-        .update_user(rename_first(ada.id, "Augusta"))
-        .await
-        .unwrap();
+    app.rename(ada.id, "Augusta").await;
     let mut client = app.new_client().await;
 
     let response = watch(&mut client, 0, "").await.unwrap();
