@@ -84,15 +84,30 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Error::Unavailable(error.to_string())
             }
-            sqlx::Error::Database(db) => match sqlite_primary_code(db.code().as_deref()) {
-                Some(SQLITE_BUSY | SQLITE_LOCKED) => Error::Unavailable(error.to_string()),
-                Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
-                    Error::Storage(error.to_string())
-                }
-                _ => Error::Internal(error.to_string()),
-            },
+            sqlx::Error::Database(db) => {
+                let code = db.code().and_then(|c| c.parse::<i32>().ok());
+                sqlite_error(code, error.to_string())
+            }
             _ => Error::Internal(error.to_string()),
         }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Error {
+        let code = error.sqlite_error().map(|e| e.extended_code);
+        sqlite_error(code, error.to_string())
+    }
+}
+
+/// The error for SQLite's (extended) result `code`, with `text` as its cause.
+fn sqlite_error(code: Option<i32>, text: String) -> Error {
+    match code.map(|c| c & 0xff) {
+        Some(SQLITE_BUSY | SQLITE_LOCKED) => Error::Unavailable(text),
+        Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
+            Error::Storage(text)
+        }
+        _ => Error::Internal(text),
     }
 }
 
@@ -105,11 +120,6 @@ const SQLITE_READONLY: i32 = 8;
 const SQLITE_IOERR: i32 = 10;
 const SQLITE_FULL: i32 = 13;
 const SQLITE_CANTOPEN: i32 = 14;
-
-/// The primary result code of sqlx's (extended) SQLite error code.
-fn sqlite_primary_code(code: Option<&str>) -> Option<i32> {
-    code.and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff)
-}
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
@@ -241,12 +251,23 @@ mod tests {
 
     #[test]
     fn extended_codes_reduce_to_their_primary_code() {
-        // SQLITE_BUSY_SNAPSHOT, SQLITE_READONLY_DBMOVED, SQLITE_IOERR_WRITE.
-        assert_eq!(sqlite_primary_code(Some("517")), Some(SQLITE_BUSY));
-        assert_eq!(sqlite_primary_code(Some("1032")), Some(SQLITE_READONLY));
-        assert_eq!(sqlite_primary_code(Some("778")), Some(SQLITE_IOERR));
-        assert_eq!(sqlite_primary_code(Some("x")), None);
-        assert_eq!(sqlite_primary_code(None), None);
+        let from_code = |code| {
+            Error::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        // SQLITE_BUSY_SNAPSHOT, SQLITE_READONLY_DBMOVED, SQLITE_IOERR_WRITE,
+        // SQLITE_FULL, SQLITE_CONSTRAINT_UNIQUE.
+        assert!(matches!(from_code(517), Error::Unavailable(_)));
+        assert!(matches!(from_code(1032), Error::Storage(_)));
+        assert!(matches!(from_code(778), Error::Storage(_)));
+        assert!(matches!(from_code(13), Error::Storage(_)));
+        assert!(matches!(from_code(2067), Error::Internal(_)));
+        assert!(matches!(
+            Error::from(rusqlite::Error::QueryReturnedNoRows),
+            Error::Internal(_)
+        ));
     }
 
     #[test]

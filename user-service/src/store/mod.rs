@@ -45,7 +45,7 @@ pub enum Durability {
 
 /// How long a connection waits for another process's lock before failing. Our own
 /// writers never wait on each other here: they queue for the writer task.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Committed events buffered for in-process watchers; a watcher further behind
 /// catches up from the table instead.
 const LIVE_EVENT_BUFFER: usize = 4096;
@@ -94,11 +94,14 @@ impl Store {
             create_parent_dir(dir)?;
         }
 
-        let mut writer = SqliteConnection::connect_with(&options).await?;
+        // sqlx migrates, on a connection of its own; the writer then opens the
+        // migrated file itself (see `writer`).
+        let mut migrator = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("../migrations")
-            .run(&mut writer)
+            .run(&mut migrator)
             .await
             .map_err(|e| Error::Internal(format!("migrating the database: {e}")))?;
+        migrator.close().await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
             .connect_with(options.clone().read_only(true))
@@ -122,7 +125,12 @@ impl Store {
         let cache = UserCache::default();
         Ok(Store {
             reads,
-            writer: Writer::spawn(writer, options, feed.clone(), cache.clone()),
+            writer: Writer::spawn(
+                options.get_filename().to_owned(),
+                durability,
+                feed.clone(),
+                cache.clone(),
+            )?,
             cache,
             epoch,
             feed,

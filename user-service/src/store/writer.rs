@@ -3,6 +3,12 @@
 //! This is group commit: under load many changes share a commit, and a change is
 //! still durable before it is answered.
 //!
+//! A batch runs on a blocking thread through rusqlite, start to end: SQLite is
+//! called in place, statement after statement, and the callers are answered from
+//! there. (Through sqlx every statement was a round trip to the connection's own
+//! thread, two thread switches each, four statements per change: most of the
+//! user-service's time under write load went to those switches.)
+//!
 //! A write refused for what it asks (a missing user, a stale version, an invalid
 //! value) is refused before it changes anything, so it fails alone and the rest
 //! of its batch commits; any other failure fails the whole batch. Events are
@@ -14,12 +20,17 @@
 //! [`PROBE_INTERVAL`] until one commits; queued writes are still attempted, so the
 //! first one after the disk recovers succeeds too.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use sqlx::{Connection, SqliteConnection, sqlite::SqliteConnectOptions};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{SELECT_USER_BY_ID, cache::UserCache, now_micros};
+use super::{BUSY_TIMEOUT, Durability, SELECT_USER_BY_ID, cache::UserCache, now_micros};
 use crate::{
     domain::{Action, Changes, Event, Field, FieldViolation, User},
     error::Error,
@@ -90,23 +101,31 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`, which it reopens with `options` after a
-    /// failed transaction; it ends when every `Writer` is dropped.
+    /// Opens the write connection to the database file at `path` (which must
+    /// exist, migrated) and starts the writer task; it ends when every `Writer`
+    /// is dropped.
     pub fn spawn(
-        conn: SqliteConnection,
-        options: SqliteConnectOptions,
+        path: PathBuf,
+        durability: Durability,
         feed: Arc<Feed>,
         cache: UserCache,
-    ) -> Writer {
+    ) -> Result<Writer, Error> {
+        let mut link = Link {
+            conn: None,
+            path,
+            durability,
+        };
+        link.get()?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let (writable_tx, writable) = watch::channel(true);
-        let link = Link {
-            conn: Some(conn),
-            // Reopening must never make an empty database where ours went missing.
-            options: options.create_if_missing(false),
+        let committer = Committer {
+            link,
+            feed,
+            cache,
+            writable: writable_tx,
         };
-        tokio::spawn(run(link, queue, feed, cache, writable_tx));
-        Writer { jobs, writable }
+        tokio::spawn(run(committer, queue));
+        Ok(Writer { jobs, writable })
     }
 
     /// Follows whether the last write (or probe) reached the disk: `false` from a
@@ -128,68 +147,124 @@ impl Writer {
     }
 }
 
-/// The write connection. It is reopened after any failed transaction: when a
-/// COMMIT fails (a full disk, an I/O error) SQLite has already rolled back, but
-/// sqlx still counts the transaction as open, its ROLLBACK fails, and every later
-/// `BEGIN IMMEDIATE` on that connection would be refused.
+/// The write connection. It is reopened after any failed transaction, so a
+/// connection SQLite left in an unknown state (a COMMIT that failed on a full
+/// disk, an I/O error) is never used again.
 struct Link {
-    conn: Option<SqliteConnection>,
-    options: SqliteConnectOptions,
+    conn: Option<Connection>,
+    path: PathBuf,
+    durability: Durability,
 }
 
 impl Link {
     /// The connection, reopened first if the last transaction failed.
-    async fn get(&mut self) -> Result<&mut SqliteConnection, Error> {
+    fn get(&mut self) -> Result<&mut Connection, Error> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => SqliteConnection::connect_with(&self.options).await?,
+            None => self.open()?,
         };
         Ok(self.conn.insert(conn))
     }
 
-    /// Drops the connection after a failed transaction; the next use reopens it.
-    async fn reset(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            // Closing runs the rollback sqlx queued; its failure changes nothing.
-            let _ = conn.close().await;
+    /// Opens the connection with the settings every write relies on. Never
+    /// creates the file: a database that went missing must not come back empty.
+    fn open(&self) -> Result<Connection, Error> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let synchronous = match self.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Commits never checkpoint; `checkpoint::run` does, beside them.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Internal(format!(
+                "the database stays in journal mode {mode:?}, not WAL"
+            )));
         }
+        Ok(conn)
+    }
+
+    /// Drops the connection after a failed transaction; the next use reopens it.
+    fn reset(&mut self) {
+        // Dropping it rolls back whatever SQLite still holds open.
+        self.conn = None;
     }
 }
 
-async fn run(
-    mut link: Link,
-    mut queue: mpsc::Receiver<Job>,
+/// Everything a batch needs on its blocking thread: the connection, and where
+/// its outcome goes (the cache, the feed, whether the disk takes writes).
+struct Committer {
+    link: Link,
     feed: Arc<Feed>,
     cache: UserCache,
     writable: watch::Sender<bool>,
-) {
+}
+
+async fn run(mut committer: Committer, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut probe = tokio::time::interval(PROBE_INTERVAL);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let failing = !*writable.borrow();
+        let failing = !*committer.writable.borrow();
         tokio::select! {
             received = queue.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 {
                     return;
                 }
+                let jobs = std::mem::take(&mut batch);
+                committer = match blocking(committer, move |c| c.commit(jobs)).await {
+                    Some((committer, storage_failed)) => {
+                        if storage_failed {
+                            probe.reset();
+                        }
+                        committer
+                    }
+                    None => return,
+                };
             }
             _ = probe.tick(), if failing => {
-                let probed = match link.get().await {
-                    Ok(conn) => probe_write(conn).await,
-                    Err(error) => Err(error),
+                committer = match blocking(committer, |c| c.probe()).await {
+                    Some((committer, ())) => committer,
+                    None => return,
                 };
-                match probed {
-                    Ok(()) => set_writable(&writable, true, None),
-                    Err(error) => {
-                        tracing::debug!(%error, "the database still cannot be written");
-                        link.reset().await;
-                    }
-                }
-                continue;
             }
         }
-        let jobs = std::mem::take(&mut batch);
+    }
+}
+
+/// Runs `work` on a blocking thread (SQLite blocks on the disk) and hands the
+/// committer back; `None` if `work` panicked, which stops the writer: callers
+/// then get UNAVAILABLE instead of a writer in an unknown state.
+async fn blocking<T: Send + 'static>(
+    mut committer: Committer,
+    work: impl FnOnce(&mut Committer) -> T + Send + 'static,
+) -> Option<(Committer, T)> {
+    let done = tokio::task::spawn_blocking(move || {
+        let out = work(&mut committer);
+        (committer, out)
+    })
+    .await;
+    match done {
+        Ok(done) => Some(done),
+        Err(error) => {
+            tracing::error!(%error, "the database writer failed; writes are refused from now on");
+            None
+        }
+    }
+}
+
+impl Committer {
+    /// Commits `jobs` as one batch and answers each; `true` when the storage
+    /// refused the batch (the writer is then not writable).
+    fn commit(&mut self, jobs: Vec<Job>) -> bool {
+        let cache = &self.cache;
         // What the cache knows is what is committed (the writer keeps it so):
         // those users need not be read again before they are changed.
         let mut rows = Rows::new();
@@ -199,13 +274,13 @@ async fn run(
             }
         }
         cache.begin_writes(jobs.iter().filter_map(|job| job.write.user_id()));
-        let committed = match link.get().await {
-            Ok(conn) => commit_batch(conn, &jobs, rows).await,
-            Err(error) => Err(error),
-        };
+        let committed = self
+            .link
+            .get()
+            .and_then(|conn| commit_batch(conn, &jobs, rows));
         match committed {
             Ok((results, events)) => {
-                set_writable(&writable, true, None);
+                set_writable(&self.writable, true, None);
                 // Before anyone hears of the change: a reader told of it reads it.
                 for (job, result) in jobs.iter().zip(&results) {
                     if let Some(id) = job.write.user_id() {
@@ -219,19 +294,20 @@ async fn run(
                 for event in events {
                     let seq = event.seq;
                     // No receivers is fine: watchers read the table when they start.
-                    let _ = feed.live.send(Arc::new(event));
-                    feed.head.send_replace(seq);
+                    let _ = self.feed.live.send(Arc::new(event));
+                    self.feed.head.send_replace(seq);
                 }
                 for (job, result) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(result);
                 }
+                false
             }
             Err(error) => {
                 tracing::warn!(%error, writes = jobs.len(), "a write batch failed; nothing of it was stored");
-                link.reset().await;
-                if error.is_storage_failure() {
-                    set_writable(&writable, false, Some(&error));
-                    probe.reset();
+                self.link.reset();
+                let storage_failed = error.is_storage_failure();
+                if storage_failed {
+                    set_writable(&self.writable, false, Some(&error));
                 }
                 for job in jobs {
                     if let Some(id) = job.write.user_id() {
@@ -239,6 +315,18 @@ async fn run(
                     }
                     let _ = job.reply.send(Err(copy_error(&error)));
                 }
+                storage_failed
+            }
+        }
+    }
+
+    /// Tries a tiny real write; the writer is writable again once one commits.
+    fn probe(&mut self) {
+        match self.link.get().and_then(probe_write) {
+            Ok(()) => set_writable(&self.writable, true, None),
+            Err(error) => {
+                tracing::debug!(%error, "the database still cannot be written");
+                self.link.reset();
             }
         }
     }
@@ -259,33 +347,35 @@ fn set_writable(writable: &watch::Sender<bool>, now: bool, cause: Option<&Error>
 
 /// A tiny real write that must reach the disk: one meta row rewritten with a new
 /// value in its own committed (and, with full durability, fsynced) transaction.
-async fn probe_write(conn: &mut SqliteConnection) -> Result<(), Error> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(
+fn probe_write(conn: &mut Connection) -> Result<(), Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES ('write_probe', ?)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(now_micros().to_string())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    )?
+    .execute(params![now_micros().to_string()])?;
+    tx.commit()?;
     Ok(())
 }
+
+/// What a committed batch answers: each job's result, in order, and the events
+/// it recorded.
+type Committed = (Vec<Result<Written, Error>>, Vec<Event>);
 
 /// Applies every job in one transaction. A job's own failure is its result; a
 /// failure of the transaction itself, or of the storage under any job, fails the
 /// whole batch (SQLite may already have rolled the transaction back).
-async fn commit_batch(
-    conn: &mut SqliteConnection,
+fn commit_batch(
+    conn: &mut Connection,
     jobs: &[Job],
     mut rows: Rows,
-) -> Result<(Vec<Result<Written, Error>>, Vec<Event>), Error> {
-    let started = std::time::Instant::now();
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+) -> Result<Committed, Error> {
+    let started = Instant::now();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
     for job in jobs {
-        match apply(&mut tx, &job.write, &rows).await {
+        match apply(&tx, &job.write, &rows) {
             Ok((written, event)) => {
                 if let Written::User(user) = &written {
                     let now = !matches!(job.write, Write::Delete { .. });
@@ -297,11 +387,12 @@ async fn commit_batch(
             // `apply` refuses before a job's first change, so a refused job left
             // nothing to undo: no savepoint per job (two statements fewer each).
             Err(error) if error.is_refusal() => results.push(Err(error)),
-            // Anything else may have left the job half-applied: the batch goes.
+            // Anything else may have left the job half-applied: the batch goes
+            // (dropping the transaction rolls it back).
             Err(error) => return Err(error),
         }
     }
-    tx.commit().await?;
+    tx.commit()?;
     crate::metrics::write_batch(jobs.len(), started);
     Ok((results, events))
 }
@@ -320,37 +411,29 @@ fn copy_error(error: &Error) -> Error {
 type Rows = HashMap<i64, Option<User>>;
 
 /// The user as committed or as changed earlier in this batch.
-async fn current_user(conn: &mut SqliteConnection, rows: &Rows, id: i64) -> Result<User, Error> {
+fn current_user(conn: &Connection, rows: &Rows, id: i64) -> Result<User, Error> {
     match rows.get(&id) {
         Some(Some(user)) => Ok(user.clone()),
         Some(None) => Err(Error::NotFound),
-        None => fetch_user(conn, id).await,
+        None => fetch_user(conn, id),
     }
 }
 
-async fn apply(
-    conn: &mut SqliteConnection,
-    write: &Write,
-    rows: &Rows,
-) -> Result<(Written, Option<Event>), Error> {
+fn apply(conn: &Connection, write: &Write, rows: &Rows) -> Result<(Written, Option<Event>), Error> {
     match write {
         Write::Create {
             first_name,
             last_name,
         } => {
             let now = now_micros();
-            let user: User = sqlx::query_as(
-                "INSERT INTO users (first_name, last_name, create_time, update_time, version)
-                 VALUES (?, ?, ?, ?, 1)
-                 RETURNING id, first_name, last_name, create_time, update_time, version",
-            )
-            .bind(first_name)
-            .bind(last_name)
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
-            let event = insert_event(conn, Action::Create, &user, Field::ALL.to_vec(), now).await?;
+            let user = conn
+                .prepare_cached(
+                    "INSERT INTO users (first_name, last_name, create_time, update_time, version)
+                     VALUES (?, ?, ?, ?, 1)
+                     RETURNING id, first_name, last_name, create_time, update_time, version",
+                )?
+                .query_row(params![first_name, last_name, now, now], user_from_row)?;
+            let event = insert_event(conn, Action::Create, &user, Field::ALL.to_vec(), now)?;
             Ok((Written::User(user), Some(event)))
         }
         Write::Update {
@@ -358,7 +441,7 @@ async fn apply(
             changes,
             expected_version,
         } => {
-            let mut user = current_user(conn, rows, *id).await?;
+            let mut user = current_user(conn, rows, *id)?;
             check_version(&user, *expected_version)?;
             let changes = changes
                 .as_ref()
@@ -378,63 +461,69 @@ async fn apply(
             let now = now_micros();
             user.update_time = now;
             user.version += 1;
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE users SET first_name = ?, last_name = ?, update_time = ?, version = ?
                  WHERE id = ?",
-            )
-            .bind(&user.first_name)
-            .bind(&user.last_name)
-            .bind(user.update_time)
-            .bind(user.version)
-            .bind(user.id)
-            .execute(&mut *conn)
-            .await?;
-            let event = insert_event(conn, Action::Update, &user, changed, now).await?;
+            )?
+            .execute(params![
+                user.first_name,
+                user.last_name,
+                user.update_time,
+                user.version,
+                user.id
+            ])?;
+            let event = insert_event(conn, Action::Update, &user, changed, now)?;
             Ok((Written::User(user), Some(event)))
         }
         Write::Delete {
             id,
             expected_version,
         } => {
-            let user = current_user(conn, rows, *id).await?;
+            let user = current_user(conn, rows, *id)?;
             check_version(&user, *expected_version)?;
-            sqlx::query("DELETE FROM users WHERE id = ?")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached("DELETE FROM users WHERE id = ?")?
+                .execute(params![id])?;
             let event = insert_event(
                 conn,
                 Action::Delete,
                 &user,
                 Field::ALL.to_vec(),
                 now_micros(),
-            )
-            .await?;
+            )?;
             Ok((Written::User(user), Some(event)))
         }
         Write::SetPublished { seq } => {
-            sqlx::query("UPDATE meta SET value = ? WHERE key = 'published_seq'")
-                .bind(seq.to_string())
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached("UPDATE meta SET value = ? WHERE key = 'published_seq'")?
+                .execute(params![seq.to_string()])?;
             Ok((Written::Count(0), None))
         }
         Write::Prune { upto } => {
-            let done = sqlx::query("DELETE FROM events WHERE seq <= ?")
-                .bind(*upto as i64)
-                .execute(&mut *conn)
-                .await?;
-            Ok((Written::Count(done.rows_affected()), None))
+            let deleted = conn
+                .prepare_cached("DELETE FROM events WHERE seq <= ?")?
+                .execute(params![*upto as i64])?;
+            Ok((Written::Count(deleted as u64), None))
         }
     }
 }
 
-async fn fetch_user(conn: &mut SqliteConnection, id: i64) -> Result<User, Error> {
-    sqlx::query_as(SELECT_USER_BY_ID)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
+fn fetch_user(conn: &Connection, id: i64) -> Result<User, Error> {
+    conn.prepare_cached(SELECT_USER_BY_ID)?
+        .query_row(params![id], user_from_row)
+        .optional()?
         .ok_or(Error::NotFound)
+}
+
+/// A user from a row of `id, first_name, last_name, create_time, update_time,
+/// version`.
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        first_name: row.get(1)?,
+        last_name: row.get(2)?,
+        create_time: row.get(3)?,
+        update_time: row.get(4)?,
+        version: row.get(5)?,
+    })
 }
 
 fn check_version(user: &User, expected: Option<i64>) -> Result<(), Error> {
@@ -447,8 +536,8 @@ fn check_version(user: &User, expected: Option<i64>) -> Result<(), Error> {
     }
 }
 
-async fn insert_event(
-    conn: &mut SqliteConnection,
+fn insert_event(
+    conn: &Connection,
     action: Action,
     user: &User,
     changed: Vec<Field>,
@@ -459,22 +548,26 @@ async fn insert_event(
         .map(|f| f.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO events (action, user_id, first_name, last_name, create_time, update_time,
-                             version, changed, commit_time)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-    )
-    .bind(action as i64)
-    .bind(user.id)
-    .bind(&user.first_name)
-    .bind(&user.last_name)
-    .bind(user.create_time)
-    .bind(user.update_time)
-    .bind(user.version)
-    .bind(changed_text)
-    .bind(commit_time)
-    .fetch_one(conn)
-    .await?;
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO events (action, user_id, first_name, last_name, create_time, update_time,
+                                 version, changed, commit_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )?
+        .query_row(
+            params![
+                action as i64,
+                user.id,
+                user.first_name,
+                user.last_name,
+                user.create_time,
+                user.update_time,
+                user.version,
+                changed_text,
+                commit_time
+            ],
+            |row| row.get(0),
+        )?;
     Ok(Event {
         seq: seq as u64,
         action,
