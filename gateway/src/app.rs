@@ -18,7 +18,9 @@ use crate::{
     handlers::Context,
     limits::Limits,
     routes::{self, Routes},
-    server, tls,
+    server,
+    socket_threads::SocketThreads,
+    tls,
     upstream::{Credentials, UsersClient},
     ws::SocketConfig,
 };
@@ -37,6 +39,7 @@ pub struct Application {
     watch_client: UsersClient,
     redis: Option<deadpool_redis::redis::Client>,
     tls: Option<TlsAcceptor>,
+    socket_threads: SocketThreads,
 }
 
 impl Application {
@@ -95,7 +98,15 @@ impl Application {
             redis: pool,
             hub,
         };
+        let socket_threads = SocketThreads::start(
+            config.ws_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }),
+            config.ws_nice,
+        )
+        .context("starting the socket threads")?;
         Ok(Application {
+            socket_threads,
             config,
             listener,
             context,
@@ -121,6 +132,7 @@ impl Application {
             watch_client,
             redis,
             tls,
+            socket_threads,
         } = self;
         let hub = context.hub.clone();
         let stop_source = CancellationToken::new();
@@ -156,6 +168,7 @@ impl Application {
             },
             shutdown: stop_serving.clone(),
             tracker: tracker.clone(),
+            socket_runtime: socket_threads.handle().clone(),
             web_dir: config.web_dir.clone(),
             ready_timeout: config.connect_timeout,
             cors: Cors::new(&config.cors_allow_origins),
@@ -207,6 +220,7 @@ impl Application {
         {
             tracing::warn!("the event source did not stop in time");
         }
+        drop(socket_threads);
         tracing::info!("gateway stopped");
         Ok(())
     }

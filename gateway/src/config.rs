@@ -62,6 +62,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_queue: u64,
 
+    /// Threads that run the WebSocket tasks, at a lower priority than the request
+    /// path (`socket_threads`). Unset: one per core; 0: on the request path's own
+    /// threads.
+    #[arg(long, env = "WS_THREADS")]
+    pub ws_threads: Option<usize>,
+
+    /// Nice value of the socket threads (0-19): how far the fan-out yields to
+    /// requests and event intake when both want a core.
+    #[arg(long, env = "WS_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub ws_nice: i32,
+
     /// How often the server pings each socket.
     #[arg(long, env = "WS_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
     pub ws_ping_interval: Duration,

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod query;
 pub mod routes;
 pub mod server;
+pub mod socket_threads;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;

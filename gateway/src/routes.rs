@@ -37,6 +37,8 @@ pub struct Routes {
     pub shutdown: CancellationToken,
     /// Tracks socket tasks, so shutdown can wait for them to finish.
     pub tracker: TaskTracker,
+    /// Where socket tasks run ([`crate::socket_threads`]).
+    pub socket_runtime: tokio::runtime::Handle,
     pub web_dir: Option<PathBuf>,
     /// How long `/readyz` waits for each dependency.
     pub ready_timeout: std::time::Duration,
@@ -125,6 +127,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
                         shutdown,
                         tracker,
                         cors,
+                        socket_runtime,
                         ..
                     } = socket_routes.clone();
                     let admitted = match ws::admit(&context, &cors, &query, &headers, client) {
@@ -133,7 +136,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
                     };
                     let subprotocol = admitted.subprotocol;
                     let mut response = upgrade
-                        .accept(move |socket| {
+                        .accept(&socket_runtime, move |socket| {
                             tracker.track_future(ws::serve(
                                 socket,
                                 hub,
@@ -346,6 +349,7 @@ mod tests {
             },
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            socket_runtime: tokio::runtime::Handle::current(),
             web_dir: None,
             ready_timeout: Duration::from_millis(200),
             cors: Cors::default(),

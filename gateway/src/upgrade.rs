@@ -112,15 +112,15 @@ pub fn handshake() -> impl Filter<Extract = (Handshake,), Error = Rejection> + C
 
 impl Handshake {
     /// Answers 101 and, once hyper hands over the connection, runs `serve` on the
-    /// socket in its own task.
-    pub fn accept<F, U>(self, serve: F) -> Response
+    /// socket in its own task on `runtime`.
+    pub fn accept<F, U>(self, runtime: &tokio::runtime::Handle, serve: F) -> Response
     where
         F: FnOnce(WebSocket) -> U + Send + 'static,
         U: Future<Output = ()> + Send + 'static,
     {
         match self.slot.as_ref().and_then(UpgradeSlot::take) {
             Some(on_upgrade) => {
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let socket = WebSocketStream::from_raw_socket(
@@ -173,7 +173,7 @@ mod tests {
         let handshake = check(&GOOD).await.expect("accepted");
         // The example from RFC 6455 section 1.3.
         assert_eq!(handshake.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let response = handshake.accept(|_socket| async {});
+        let response = handshake.accept(&tokio::runtime::Handle::current(), |_socket| async {});
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             response.headers()[header::SEC_WEBSOCKET_ACCEPT],

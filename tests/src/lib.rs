@@ -106,6 +106,7 @@ impl Process {
         let (addr_tx, mut addr_rx) = watch::channel(None::<SocketAddr>);
         let echo = std::env::var_os("E2E_ECHO").is_some();
         let name = program.file_name().unwrap().to_string_lossy().into_owned();
+        let mut readers = Vec::new();
         for pipe in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
             Box::new(child.stderr.take().unwrap()),
@@ -113,7 +114,7 @@ impl Process {
             let logs = logs.clone();
             let addr_tx = addr_tx.clone();
             let name = name.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if echo {
@@ -129,13 +130,20 @@ impl Process {
                     }
                     logs.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         let addr = tokio::select! {
             addr = addr_rx.wait_for(Option::is_some) => addr.ok().and_then(|a| *a),
             _ = tokio::time::sleep(START_TIMEOUT) => None,
             _ = child.wait() => None,
         };
+        if addr.is_none() {
+            // A process that exited may have written its reason after we last
+            // read: read its output to the end before reporting it.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(readers))
+                    .await;
+        }
         match addr {
             Some(addr) => Ok(Process { child, addr, logs }),
             None => bail!(

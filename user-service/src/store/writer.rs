@@ -365,11 +365,7 @@ type Committed = (Vec<Result<Written, Error>>, Vec<Event>);
 /// Applies every job in one transaction. A job's own failure is its result; a
 /// failure of the transaction itself, or of the storage under any job, fails the
 /// whole batch (SQLite may already have rolled the transaction back).
-fn commit_batch(
-    conn: &mut Connection,
-    jobs: &[Job],
-    mut rows: Rows,
-) -> Result<Committed, Error> {
+fn commit_batch(conn: &mut Connection, jobs: &[Job], mut rows: Rows) -> Result<Committed, Error> {
     let started = Instant::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(jobs.len());
