@@ -2,8 +2,8 @@ use clap::Parser;
 use service_runtime::{init_logging, shutdown_signal};
 use user_service::{Application, Config};
 
-/// mimalloc instead of glibc's malloc: perf put glibc's malloc and free at about
-/// 12 % of the gateway's CPU under load (BENCHMARKS.md).
+/// mimalloc instead of glibc's malloc, as in the gateway, where perf put glibc's
+/// malloc and free at about 12 % of its CPU under load (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
