@@ -21,7 +21,7 @@ use std::{
 use cache::UserCache;
 use sqlx::{
     Connection, SqliteConnection, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
 };
 use tokio::sync::{broadcast, watch};
 use writer::{Feed, Write, Writer, Written};
@@ -41,6 +41,22 @@ pub enum Durability {
     /// fsync only at checkpoints: an answered write survives a crash of the process,
     /// but the last ones may be lost on a power loss. Faster on slow disks.
     Normal,
+}
+
+/// The PRAGMAs every connection runs with, beside WAL and the busy timeout (which
+/// sqlx and rusqlite each set their own way): sqlx applies them to the read pool,
+/// the migrator and the checkpointer, the writer to its own connection.
+fn pragmas(durability: Durability) -> [(&'static str, &'static str); 3] {
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    [
+        ("synchronous", synchronous),
+        ("foreign_keys", "ON"),
+        // Commits never checkpoint; `checkpoint::run` does, beside them.
+        ("wal_autocheckpoint", "0"),
+    ]
 }
 
 /// How long a connection waits for another process's lock before failing. Our own
@@ -78,18 +94,13 @@ impl Store {
     /// Opens (creating if missing) the database at `url`, applies the migrations,
     /// reads the epoch and the newest seq, and starts the writer task.
     pub async fn open(url: &str, durability: Durability) -> Result<Store, Error> {
-        let synchronous = match durability {
-            Durability::Full => SqliteSynchronous::Full,
-            Durability::Normal => SqliteSynchronous::Normal,
-        };
-        let options = SqliteConnectOptions::from_str(url)?
+        let mut options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // Commits never checkpoint; `checkpoint::run` does, beside them.
-            .pragma("wal_autocheckpoint", "0");
+            .busy_timeout(BUSY_TIMEOUT);
+        for (name, value) in pragmas(durability) {
+            options = options.pragma(name, value);
+        }
         if let Some(dir) = options.get_filename().parent() {
             create_parent_dir(dir)?;
         }

@@ -30,7 +30,7 @@ use std::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{BUSY_TIMEOUT, Durability, SELECT_USER_BY_ID, cache::UserCache, now_micros};
+use super::{BUSY_TIMEOUT, Durability, SELECT_USER_BY_ID, cache::UserCache, now_micros, pragmas};
 use crate::{
     domain::{Action, Changes, Event, Field, FieldViolation, User},
     error::Error,
@@ -174,14 +174,9 @@ impl Link {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let synchronous = match self.durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", synchronous)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Commits never checkpoint; `checkpoint::run` does, beside them.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        for (name, value) in pragmas(self.durability) {
+            conn.pragma_update(None, name, value)?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Internal(format!(
@@ -571,4 +566,40 @@ fn insert_event(
         changed,
         commit_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_connection_gets_every_setting_writes_rely_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        Connection::open(&path).unwrap();
+        for (durability, synchronous) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let link = Link {
+                conn: None,
+                path: path.clone(),
+                durability,
+            };
+            let conn = link.open().unwrap();
+            let read = |pragma: &str| -> String {
+                conn.query_row(&format!("PRAGMA {pragma}"), [], |row| {
+                    row.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|value| match value {
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Text(text) => text,
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+            };
+            assert_eq!(read("journal_mode"), "wal");
+            assert_eq!(read("synchronous"), synchronous.to_string());
+            assert_eq!(read("foreign_keys"), "1");
+            assert_eq!(read("wal_autocheckpoint"), "0");
+            assert_eq!(read("busy_timeout"), "5000");
+        }
+    }
 }
