@@ -78,8 +78,16 @@ async fn a_resumed_socket_gets_exactly_the_50_missed_updates_then_live_ones() {
     let since = socket.frame().await["seq"].as_u64().unwrap();
     drop(socket);
 
+    // A PATCH is answered once committed; its event reaches the gateway just
+    // after. The observer sees all 50 before the socket resumes, so its hello
+    // counts them.
+    let mut observer = Socket::connect(gateway.addr, "").await;
+    hello(&mut observer).await;
     for i in 0..50 {
         http.rename(id, &format!("Ada {i}")).await;
+    }
+    for _ in 0..50 {
+        observer.frame().await;
     }
     let mut socket = Socket::connect(gateway.addr, &format!("since={since}&epoch={epoch}")).await;
     let (head, _) = hello(&mut socket).await;
@@ -180,7 +188,12 @@ async fn a_socket_that_never_reads_is_closed_with_1013_while_a_fast_one_keeps_up
     .await;
     let http = Http::new(gateway.addr);
     http.wait_ready().await;
+    let mut probe = Socket::connect(gateway.addr, "").await;
+    hello(&mut probe).await;
     let id = http.create("Fast", "Slow").await["id"].as_i64().unwrap();
+    // The create's event has reached the gateway, so the hello below counts it.
+    probe.frame().await;
+    drop(probe);
     let mut slow = Socket::connect_small_buffer(gateway.addr, 4096).await;
     let mut fast = Socket::connect(gateway.addr, "").await;
     let (head, _) = hello(&mut fast).await;
