@@ -55,9 +55,12 @@ pub fn binary(name: &str) -> PathBuf {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("tests/ sits in the workspace");
+        // The same selection `cargo test --workspace` builds, so features unify
+        // as they did for it: after the test command's build this is a no-op,
+        // where building only the two binaries rebuilt them (other features).
         let status = std::process::Command::new(cargo)
             .current_dir(workspace)
-            .args(["build", "-p", "user-service", "-p", "gateway", "--bins"])
+            .args(["build", "--workspace", "--all-targets"])
             .status()
             .expect("running cargo build");
         assert!(status.success(), "building the binaries failed");
