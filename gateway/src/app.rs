@@ -97,6 +97,7 @@ impl Application {
             health: tonic_health::pb::health_client::HealthClient::new(rest_channel),
             redis: pool,
             hub,
+            write_feed_wait: config.write_feed_wait,
         };
         let socket_threads = SocketThreads::start(
             config.ws_threads.unwrap_or_else(|| {

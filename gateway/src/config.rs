@@ -50,6 +50,14 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// How long a write (POST, PUT, PATCH, DELETE) is held, at most, until its
+    /// event is on this gateway's feed: sockets open before the answer then have
+    /// it, and sockets opened after it never get it live. Past the bound the
+    /// answer goes out anyway (counted in `gateway_write_feed_waits_total`); 0
+    /// answers at once.
+    #[arg(long, env = "WRITE_FEED_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub write_feed_wait: Duration,
+
     /// Most recent events kept in memory, so reconnecting sockets can resume with
     /// `?since=`.
     #[arg(long, env = "REPLAY_WINDOW", default_value_t = 10_000,

@@ -13,7 +13,7 @@ const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 /// Request headers a preflight may ask for.
 const ALLOW_HEADERS: &str = "authorization, content-type, if-match";
 /// Response headers a page may read.
-const EXPOSE_HEADERS: &str = "etag, retry-after, www-authenticate, allow";
+const EXPOSE_HEADERS: &str = "etag, x-users-seq, retry-after, www-authenticate, allow";
 /// How long a browser may cache a preflight (seconds).
 const MAX_AGE: &str = "600";
 

@@ -2,14 +2,14 @@
 //! and the answer into DRF's JSON. Paths, methods, bodies and media types are
 //! checked here in the order DRF checks them (route, method, object, body).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use prost_types::FieldMask;
 use serde::Serialize;
 use serde_json::json;
 use tonic::transport::Channel;
-use users_proto::v1 as pb;
+use users_proto::{metadata, v1 as pb};
 use warp::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     reply::Response,
@@ -25,6 +25,8 @@ use crate::{
     upstream::{Credentials, UsersClient},
 };
 
+/// The header on write answers naming the seq of the event the write recorded.
+pub const SEQ_HEADER: &str = "x-users-seq";
 /// `Allow` of `/api/users/`.
 pub const ALLOW_COLLECTION: &str = "GET, POST, OPTIONS";
 /// `Allow` of `/api/users/{id}/`.
@@ -53,8 +55,11 @@ pub struct Context {
     pub health: tonic_health::pb::health_client::HealthClient<Channel>,
     /// Redis, when events come from it: `/readyz` checks it answers.
     pub redis: Option<deadpool_redis::Pool>,
-    /// The fan-out hub: `/readyz` checks the event source is live.
+    /// The fan-out hub: `/readyz` checks the event source is live; writes wait
+    /// on it until their event is on the feed.
     pub hub: Arc<Hub>,
+    /// How long a write waits, at most, for its event to be on the feed.
+    pub write_feed_wait: Duration,
 }
 
 /// One request to the API, as the routes collected it.
@@ -182,8 +187,9 @@ async fn collection(mut context: Context, request: ApiRequest) -> Result<Respons
                     .create_user(pb::CreateUserRequest { user: Some(user) }),
             )
             .await;
+            let seq = on_feed(&context, &created).await;
             let user = with_typing_errors(created, typing)?;
-            Ok(user_response(StatusCode::CREATED, &user))
+            Ok(with_seq(user_response(StatusCode::CREATED, &user), seq))
         }
         Method::OPTIONS => {
             permit(&context, &request, &caller, Need::Read)?;
@@ -234,23 +240,26 @@ async fn item(
                 }),
             )
             .await;
+            let seq = on_feed(&context, &updated).await;
             let user = with_typing_errors(updated, typing)?;
-            Ok(user_response(StatusCode::OK, &user))
+            Ok(with_seq(user_response(StatusCode::OK, &user), seq))
         }
         Method::DELETE => {
             permit(&context, &request, &caller, Need::FullWrite)?;
             let expected_version = if_match(&request.headers)?;
-            observe::grpc(
+            let deleted = observe::grpc(
                 "DeleteUser",
                 context.users.delete_user(pb::DeleteUserRequest {
                     id,
                     expected_version,
                 }),
             )
-            .await?;
+            .await;
+            let seq = on_feed(&context, &deleted).await;
+            deleted?;
             let mut response = Response::new(Default::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
-            Ok(response)
+            Ok(with_seq(response, seq))
         }
         Method::OPTIONS => {
             permit(&context, &request, &caller, Need::Read)?;
@@ -278,6 +287,30 @@ fn options_response(name: &str) -> Response {
             "parses": ["application/json"],
         }),
     )
+}
+
+/// Holds a successful write until the event it recorded is on this gateway's
+/// feed (at most `write_feed_wait`), so the answer follows the event as the POC's
+/// did; returns that event's seq. A write that recorded no event (it changed
+/// nothing) and a failed one are not held.
+async fn on_feed<T>(
+    context: &Context,
+    answer: &Result<tonic::Response<T>, tonic::Status>,
+) -> Option<u64> {
+    let seq = metadata::seq(answer.as_ref().ok()?.metadata(), metadata::SEQ)?;
+    context.hub.wait_for_seq(seq, context.write_feed_wait).await;
+    Some(seq)
+}
+
+/// Adds `X-Users-Seq: <seq>` to a write's answer: the client can match its own
+/// write with the feed's event.
+fn with_seq(mut response: Response, seq: Option<u64>) -> Response {
+    if let Some(seq) = seq {
+        response
+            .headers_mut()
+            .insert(SEQ_HEADER, HeaderValue::from(seq));
+    }
+    response
 }
 
 /// A user with its `ETag: "<version>"`.

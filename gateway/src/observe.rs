@@ -54,6 +54,12 @@ pub const WS_RESUMES: &str = "gateway_ws_resumes_total";
 /// Counter: `resync` frames sent (a resume out of reach, or the source lost its
 /// place).
 pub const WS_RESYNCS: &str = "gateway_ws_resyncs_total";
+/// Counter `{outcome}`: writes held until their event was on this gateway's
+/// feed (`on_feed`), answered when the bound passed first (`timed_out`), or not
+/// held because the event source was down (`source_down`).
+pub const WRITE_FEED_WAITS: &str = "gateway_write_feed_waits_total";
+/// The `outcome` values of [`WRITE_FEED_WAITS`].
+pub const WRITE_FEED_WAIT_OUTCOMES: [&str; 3] = ["on_feed", "timed_out", "source_down"];
 /// Gauge: 1 while the event source follows its stream, else 0.
 pub const EVENT_SOURCE_UP: &str = "gateway_event_source_up";
 
@@ -121,6 +127,15 @@ pub fn install() -> PrometheusHandle {
         Unit::Count,
         "1 while the event source follows its stream"
     );
+    describe_counter!(
+        WRITE_FEED_WAITS,
+        Unit::Count,
+        "Writes held until their event was on this gateway's feed, by outcome"
+    );
+    // At zero from the first scrape, so an alert on timeouts never sees "absent".
+    for outcome in WRITE_FEED_WAIT_OUTCOMES {
+        metrics::counter!(WRITE_FEED_WAITS, "outcome" => outcome).increment(0);
+    }
     handle
 }
 

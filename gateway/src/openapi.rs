@@ -35,6 +35,15 @@ pub fn document() -> Value {
             "content": json_of(user.clone())
         })
     };
+    let seq = json!({
+        "description": "The seq of the event this write recorded (absent when it changed nothing). The answer comes once that event is on this gateway's WebSocket feed: a socket opened before it gets the event, one opened after it has a `hello` seq at or past it.",
+        "schema": { "type": "integer", "format": "int64" }
+    });
+    let written_body = |description: &str| {
+        let mut body = user_body(description);
+        body["headers"]["X-Users-Seq"] = seq.clone();
+        body
+    };
     let invalid = json!({
         "description": "Validation failed: field-keyed lists of messages (DRF's wording), `non_field_errors` for a body that is not an object, or `detail` for malformed JSON.",
         "content": json_of(json!({ "oneOf": [
@@ -132,7 +141,7 @@ pub fn document() -> Value {
                     "summary": "Creates a user; both names are required.",
                     "requestBody": request_body(true),
                     "responses": guarded(json!({
-                        "201": user_body("The new user (version 1)."),
+                        "201": written_body("The new user (version 1)."),
                         "400": invalid,
                         "413": too_large,
                         "415": unsupported,
@@ -161,7 +170,7 @@ pub fn document() -> Value {
                     "parameters": [if_match],
                     "requestBody": request_body(true),
                     "responses": guarded(json!({
-                        "200": user_body("The user after the change."),
+                        "200": written_body("The user after the change."),
                         "400": invalid,
                         "404": not_found,
                         "412": precondition,
@@ -176,7 +185,7 @@ pub fn document() -> Value {
                     "parameters": [if_match],
                     "requestBody": request_body(false),
                     "responses": guarded(json!({
-                        "200": user_body("The user after the change."),
+                        "200": written_body("The user after the change."),
                         "400": invalid,
                         "404": not_found,
                         "412": precondition,
@@ -189,7 +198,7 @@ pub fn document() -> Value {
                     "operationId": "deleteUser",
                     "parameters": [if_match],
                     "responses": guarded(json!({
-                        "204": { "description": "Deleted; no body." },
+                        "204": { "description": "Deleted; no body.", "headers": { "X-Users-Seq": seq } },
                         "404": not_found,
                         "412": precondition,
                         "503": unavailable

@@ -341,6 +341,7 @@ mod tests {
                 health: tonic_health::pb::health_client::HealthClient::new(channel),
                 redis: None,
                 hub: hub.clone(),
+                write_feed_wait: Duration::from_secs(1),
             },
             hub,
             sockets: SocketConfig {

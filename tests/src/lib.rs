@@ -5,6 +5,7 @@
 
 pub mod credentials;
 pub mod faults;
+pub mod feed_order;
 pub mod manifests;
 
 use std::{
@@ -272,6 +273,22 @@ impl UserService {
             }
         }
     }
+}
+
+/// The value of one series (`name` or `name{labels}`, exactly as rendered) in a
+/// Prometheus exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Flags that lift the gateway's rate limits, for tests that write and connect
+/// faster than any one client should.
+pub fn unthrottled() -> Vec<String> {
+    ["--rate-limit-writes", "off", "--rate-limit-connects", "off"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// Starts a gateway in front of `user_service_url`, with more flags in `extra`.

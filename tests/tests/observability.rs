@@ -8,16 +8,9 @@ use std::{net::SocketAddr, time::Duration};
 use e2e::{
     Http, Process, STEP_TIMEOUT, Socket, UserService, binary,
     credentials::{claims, hs256, random_secret},
-    start_gateway,
+    metric_value as value, start_gateway,
 };
 use serde_json::{Value, json};
-
-/// The value of one series (`name` or `name{labels}`, exactly as rendered).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 /// The value of `series`, which must be there.
 fn must(text: &str, series: &str) -> f64 {

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use e2e::{Ended, Http, Redis, Socket, UserService, start_gateway};
+use e2e::{
+    Ended, Http, Redis, STEP_TIMEOUT, Socket, UserService,
+    feed_order::check_writes_reach_the_feed_before_their_answers, metric_value, start_gateway,
+    unthrottled,
+};
 use serde_json::{Value, json};
 
 async fn hello(socket: &mut Socket) -> (u64, String) {
@@ -18,6 +22,56 @@ async fn hello(socket: &mut Socket) -> (u64, String) {
 async fn stack(redis: &Redis) -> (UserService, Vec<String>) {
     let flags = redis.flags();
     (UserService::start(&flags).await, flags)
+}
+
+#[tokio::test]
+async fn every_kind_of_write_is_on_the_feed_before_it_is_answered_through_redis() {
+    let redis = Redis::start().await;
+    let (users, mut flags) = stack(&redis).await;
+    flags.extend(unthrottled());
+    let gateway = start_gateway(&users.url(), &flags).await;
+    Http::new(gateway.addr).wait_ready().await;
+    check_writes_reach_the_feed_before_their_answers(gateway.addr, 25).await;
+}
+
+#[tokio::test]
+async fn a_write_whose_event_is_held_up_is_answered_after_the_bound_and_counted() {
+    let redis = Redis::start().await;
+    let (users, mut flags) = stack(&redis).await;
+    flags.extend(["--write-feed-wait".to_owned(), "300ms".to_owned()]);
+    let gateway = start_gateway(&users.url(), &flags).await;
+    let http = Http::new(gateway.addr);
+    http.wait_ready().await;
+    let mut socket = Socket::connect(gateway.addr, "").await;
+    hello(&mut socket).await;
+    let id = http.create("Ada", "Lovelace").await["id"].as_i64().unwrap();
+    socket.frame().await;
+
+    // A frozen Redis: the relay cannot append, the gateway's read hangs.
+    redis.pause();
+    let started = std::time::Instant::now();
+    let reply = http
+        .json(
+            "PATCH",
+            &format!("/api/users/{id}/"),
+            &json!({"first_name": "Held"}),
+        )
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert!(reply.header("x-users-seq").is_some());
+    assert!(
+        waited >= Duration::from_millis(300),
+        "held for the bound: {waited:?}"
+    );
+    let metrics = String::from_utf8(http.get("/metrics").await.body.to_vec()).unwrap();
+    let series = r#"gateway_write_feed_waits_total{outcome="timed_out"}"#;
+    assert_eq!(metric_value(&metrics, series), Some(1.0), "{metrics}");
+
+    // Nothing is lost: once Redis thaws, the socket gets the write.
+    redis.resume();
+    let frame = socket.next(STEP_TIMEOUT).await.expect("the held event");
+    assert_eq!(frame["data"]["user"]["first_name"], "Held");
 }
 
 #[tokio::test]

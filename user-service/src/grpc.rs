@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, metadata::MetadataValue};
-use users_proto::v1::{self as pb, user_service_server::UserService};
+use tonic::{Request, Response, Status};
+use users_proto::{
+    metadata,
+    v1::{self as pb, user_service_server::UserService},
+};
 
 use crate::{
     domain::{Changes, Field, FieldViolation, MSG_REQUIRED, require_name},
     error::Error,
     events::user_to_proto,
-    store::Store,
+    store::{Saved, Store},
     watch::{self, EventStream},
 };
 
@@ -21,10 +24,6 @@ use crate::{
 pub const DEFAULT_PAGE_SIZE: i32 = 100;
 /// Larger page sizes are lowered to this (AIP-158 coerces rather than rejects).
 pub const MAX_PAGE_SIZE: i32 = 1000;
-/// Response metadata on WatchUsers: the database's epoch.
-pub const EPOCH_HEADER: &str = "x-users-epoch";
-/// Response metadata on WatchUsers: the newest seq when the stream opened.
-pub const HEAD_SEQ_HEADER: &str = "x-users-head-seq";
 
 /// Paths an update mask may name that are set by the server; AIP-134 says to
 /// ignore them rather than fail.
@@ -99,11 +98,11 @@ impl UserService for UsersApi {
         let (Some(first), Some(last)) = (first, last) else {
             return Err(Error::Invalid(violations).into());
         };
-        let user = self
+        let saved = self
             .store
             .create_user(first.into_string(), last.into_string())
             .await?;
-        Ok(Response::new(user_to_proto(&user)))
+        Ok(written(user_to_proto(&saved.user), &saved))
     }
 
     async fn update_user(
@@ -118,11 +117,11 @@ impl UserService for UsersApi {
         let fields = fields_to_update(&paths, &user)?;
         // Value errors wait until the store knows the user exists (404 first, as DRF).
         let changes = changes_for(&fields, &user);
-        let updated = self
+        let saved = self
             .store
             .update_user(user.id, changes, request.expected_version)
             .await?;
-        Ok(Response::new(user_to_proto(&updated)))
+        Ok(written(user_to_proto(&saved.user), &saved))
     }
 
     async fn delete_user(
@@ -130,10 +129,11 @@ impl UserService for UsersApi {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        self.store
+        let saved = self
+            .store
             .delete_user(request.id, request.expected_version)
             .await?;
-        Ok(Response::new(()))
+        Ok(written((), &saved))
     }
 
     type WatchUsersStream = EventStream;
@@ -155,13 +155,21 @@ impl UserService for UsersApi {
         )
         .await?;
         let mut response = Response::new(opened.events);
-        let metadata = response.metadata_mut();
-        if let Ok(epoch) = MetadataValue::try_from(self.store.epoch()) {
-            metadata.insert(EPOCH_HEADER, epoch);
-        }
-        metadata.insert(HEAD_SEQ_HEADER, MetadataValue::from(opened.head));
+        let map = response.metadata_mut();
+        metadata::set_epoch(map, self.store.epoch());
+        metadata::set_seq(map, metadata::HEAD_SEQ, opened.head);
         Ok(response)
     }
+}
+
+/// A write's answer, with the seq of the event it recorded in the metadata: the
+/// gateway holds its own answer until that event is on its feed.
+fn written<T>(message: T, saved: &Saved) -> Response<T> {
+    let mut response = Response::new(message);
+    if let Some(seq) = saved.seq {
+        metadata::set_seq(response.metadata_mut(), metadata::SEQ, seq);
+    }
+    response
 }
 
 /// The fields an update mask names (AIP-134): an empty mask means every name field

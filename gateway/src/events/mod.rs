@@ -104,9 +104,31 @@ struct State {
     closed: bool,
 }
 
+/// How a write's wait for its event to reach the hub ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedWait {
+    // In the order of `observe::WRITE_FEED_WAIT_OUTCOMES`.
+    /// The event is on the feed: every socket registered before it has it queued.
+    OnFeed,
+    /// The bound passed first; the write is answered anyway.
+    TimedOut,
+    /// The source is not following its stream, so waiting could not help.
+    SourceDown,
+}
+
+impl FeedWait {
+    /// The `outcome` label of [`observe::WRITE_FEED_WAITS`].
+    pub fn label(self) -> &'static str {
+        observe::WRITE_FEED_WAIT_OUTCOMES[self as usize]
+    }
+}
+
 /// The fan-out point between the one event source and every socket.
 pub struct Hub {
     state: Mutex<State>,
+    /// Mirrors `State::head`, moved only once an event is queued to every socket:
+    /// what writes wait on before they are answered.
+    head: state::Sender<u64>,
     live: state::Sender<bool>,
     window_cap: usize,
     queue_len: usize,
@@ -124,6 +146,7 @@ impl Hub {
                 next_id: 0,
                 closed: false,
             }),
+            head: state::channel(0).0,
             live: state::channel(false).0,
             window_cap: window_cap.max(1),
             queue_len: queue_len.max(1),
@@ -168,6 +191,36 @@ impl Hub {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Waits, at most `bound`, until the event with `seq` is on this hub's feed:
+    /// queued to every socket registered before it, and counted in the `hello` of
+    /// every socket that joins after it. Writes wait here before they are
+    /// answered, the order the POC kept by broadcasting before answering.
+    pub async fn wait_for_seq(&self, seq: u64, bound: Duration) -> FeedWait {
+        let mut head = self.head.subscribe();
+        let outcome = if *head.borrow_and_update() >= seq {
+            FeedWait::OnFeed
+        } else if !self.is_live() {
+            FeedWait::SourceDown
+        } else {
+            match tokio::time::timeout(bound, head.wait_for(|head| *head >= seq)).await {
+                Ok(Ok(_)) => FeedWait::OnFeed,
+                _ => FeedWait::TimedOut,
+            }
+        };
+        metrics::counter!(observe::WRITE_FEED_WAITS, "outcome" => outcome.label()).increment(1);
+        outcome
+    }
+
+    /// Tells waiting writes how far the feed is; called with the state locked,
+    /// after the newest event was queued to every socket.
+    fn announce(&self, state: &State) {
+        self.head.send_if_modified(|head| {
+            let changed = *head != state.head;
+            *head = state.head;
+            changed
+        });
+    }
+
     /// How many sockets are registered.
     pub fn socket_count(&self) -> usize {
         self.lock().sockets.len()
@@ -183,6 +236,7 @@ impl Hub {
         let message = Message::text(resync_json(head, epoch));
         let resync = Arc::new(Frame { seq: head, message });
         let queued = fan_out(&mut state, &Outbound::Resync(resync));
+        self.announce(&state);
         drop(state);
         metrics::counter!(observe::WS_RESYNCS).increment(queued);
     }
@@ -193,6 +247,7 @@ impl Hub {
         let frame = encode(event);
         let mut state = self.lock();
         self.push(&mut state, event, frame);
+        self.announce(&state);
     }
 
     /// Adds an event to the window and queues its frame to every socket. A socket
@@ -205,8 +260,8 @@ impl Hub {
             // Counted before the lock is let go: a socket that has the frame
             // finds it counted (one counter and one histogram per event).
             record_fan_out(event, queued);
-            drop(state);
         }
+        self.announce(&state);
     }
 
     fn push(
@@ -586,6 +641,57 @@ mod tests {
             r#"{"type":"hello","seq":5,"epoch":"e1"}"#
         );
         assert!(matches!(joined.start, Start::Live));
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_until_its_event_is_queued_to_every_socket() {
+        let hub = Arc::new(Hub::new(10, 8));
+        hub.reposition("e1", 0);
+        hub.set_live(true);
+        let mut before = hub.join(None);
+        let waiter = {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.wait_for_seq(2, Duration::from_secs(5)).await })
+        };
+        hub.publish(&event(1, "A"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "seq 1 is not the write's event");
+        hub.publish(&event(2, "B"));
+        assert_eq!(waiter.await.unwrap(), FeedWait::OnFeed);
+        let queued: Vec<u64> = std::iter::from_fn(|| match before.subscription.queue.try_recv() {
+            Ok(Outbound::Event(frame)) => Some(frame.seq),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(queued, [1, 2]);
+        let after = hub.join(None);
+        assert_eq!(
+            after.after, 2,
+            "a socket joining after the answer starts past it"
+        );
+        assert_eq!(
+            hub.wait_for_seq(1, Duration::ZERO).await,
+            FeedWait::OnFeed,
+            "an event already on the feed is not waited for"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_is_answered_after_the_bound_or_at_once_without_a_source() {
+        let hub = Arc::new(Hub::new(10, 8));
+        hub.reposition("e1", 0);
+        hub.set_live(true);
+        let started = std::time::Instant::now();
+        assert_eq!(
+            hub.wait_for_seq(1, Duration::from_millis(50)).await,
+            FeedWait::TimedOut
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        hub.set_live(false);
+        assert_eq!(
+            hub.wait_for_seq(1, Duration::from_secs(60)).await,
+            FeedWait::SourceDown
+        );
     }
 
     #[test]

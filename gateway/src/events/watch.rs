@@ -8,15 +8,10 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
-use users_proto::v1 as pb;
+use users_proto::{metadata, v1 as pb};
 
 use super::{Backoff, Hub};
 use crate::upstream::UsersClient;
-
-/// Response metadata of WatchUsers: the database's epoch.
-pub const EPOCH_HEADER: &str = "x-users-epoch";
-/// Response metadata of WatchUsers: the newest seq when the stream opened.
-pub const HEAD_SEQ_HEADER: &str = "x-users-head-seq";
 
 /// An open WatchUsers stream and what its metadata said.
 pub struct Opened {
@@ -58,17 +53,9 @@ async fn open_request(
 ) -> Result<Opened, Status> {
     let mut client = client.clone();
     let response = crate::observe::grpc("WatchUsers", client.watch_users(request)).await?;
-    let metadata = response.metadata();
-    let epoch = metadata
-        .get(EPOCH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let head = metadata
-        .get(HEAD_SEQ_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let map = response.metadata();
+    let epoch = metadata::epoch(map);
+    let head = metadata::seq(map, metadata::HEAD_SEQ).unwrap_or(0);
     Ok(Opened {
         events: response.into_inner(),
         epoch,

@@ -81,6 +81,16 @@ pub struct Store {
     feed: Arc<Feed>,
 }
 
+/// What a user write answers: the user as written, and where its event is in
+/// the log, so the caller can tell when a reader of the log has seen it.
+#[derive(Debug)]
+pub struct Saved {
+    pub user: User,
+    /// The seq of the event the write recorded; `None` when it changed nothing
+    /// and so recorded none.
+    pub seq: Option<u64>,
+}
+
 /// A page of users from [`Store::list_users`].
 #[derive(Debug)]
 pub struct UserPage {
@@ -223,7 +233,7 @@ impl Store {
     }
 
     /// Creates a user at version 1 and records its create event.
-    pub async fn create_user(&self, first_name: String, last_name: String) -> Result<User, Error> {
+    pub async fn create_user(&self, first_name: String, last_name: String) -> Result<Saved, Error> {
         let write = Write::Create {
             first_name,
             last_name,
@@ -240,7 +250,7 @@ impl Store {
         id: i64,
         changes: Result<Changes, Vec<FieldViolation>>,
         expected_version: Option<i64>,
-    ) -> Result<User, Error> {
+    ) -> Result<Saved, Error> {
         let write = Write::Update {
             id,
             changes,
@@ -250,7 +260,11 @@ impl Store {
     }
 
     /// Deletes user `id` and records a delete event carrying the user as it was.
-    pub async fn delete_user(&self, id: i64, expected_version: Option<i64>) -> Result<User, Error> {
+    pub async fn delete_user(
+        &self,
+        id: i64,
+        expected_version: Option<i64>,
+    ) -> Result<Saved, Error> {
         self.write_user(Write::Delete {
             id,
             expected_version,
@@ -258,9 +272,9 @@ impl Store {
         .await
     }
 
-    async fn write_user(&self, write: Write) -> Result<User, Error> {
+    async fn write_user(&self, write: Write) -> Result<Saved, Error> {
         match self.writer.submit(write).await? {
-            Written::User(user) => Ok(user),
+            Written::User(user, seq) => Ok(Saved { user, seq }),
             Written::Count(_) => Err(Error::Internal("a user write answered a count".into())),
         }
     }
@@ -320,7 +334,7 @@ impl Store {
         }
         match self.writer.submit(Write::Prune { upto: bound }).await? {
             Written::Count(deleted) => Ok(deleted),
-            Written::User(_) => Err(Error::Internal("a prune answered a user".into())),
+            Written::User(..) => Err(Error::Internal("a prune answered a user".into())),
         }
     }
 
@@ -336,9 +350,8 @@ impl Store {
         if any.is_some() || ever > 0 {
             return Ok(None);
         }
-        self.create_user("John".into(), "Doe".into())
-            .await
-            .map(Some)
+        let saved = self.create_user("John".into(), "Doe".into()).await?;
+        Ok(Some(saved.user))
     }
 }
 

@@ -78,7 +78,9 @@ impl Write {
 
 /// What a write answers.
 pub enum Written {
-    User(User),
+    /// The user as written, and the seq of the event the write recorded (`None`
+    /// when it changed nothing, so recorded none).
+    User(User, Option<u64>),
     Count(u64),
 }
 
@@ -280,7 +282,7 @@ impl Committer {
                 for (job, result) in jobs.iter().zip(&results) {
                     if let Some(id) = job.write.user_id() {
                         let kept = match (&job.write, result) {
-                            (Write::Update { .. }, Ok(Written::User(user))) => Some(user),
+                            (Write::Update { .. }, Ok(Written::User(user, _))) => Some(user),
                             _ => None,
                         };
                         cache.end_write(id, kept);
@@ -368,7 +370,7 @@ fn commit_batch(conn: &mut Connection, jobs: &[Job], mut rows: Rows) -> Result<C
     for job in jobs {
         match apply(&tx, &job.write, &rows) {
             Ok((written, event)) => {
-                if let Written::User(user) = &written {
+                if let Written::User(user, _) = &written {
                     let now = !matches!(job.write, Write::Delete { .. });
                     rows.insert(user.id, now.then(|| user.clone()));
                 }
@@ -425,7 +427,7 @@ fn apply(conn: &Connection, write: &Write, rows: &Rows) -> Result<(Written, Opti
                 )?
                 .query_row(params![first_name, last_name, now, now], user_from_row)?;
             let event = insert_event(conn, Action::Create, &user, Field::ALL.to_vec(), now)?;
-            Ok((Written::User(user), Some(event)))
+            Ok((Written::User(user, Some(event.seq)), Some(event)))
         }
         Write::Update {
             id,
@@ -442,7 +444,7 @@ fn apply(conn: &Connection, write: &Write, rows: &Rows) -> Result<(Written, Opti
                 .filter(|&f| changes.get(f).is_some_and(|v| v.as_str() != user.get(f)))
                 .collect();
             if changed.is_empty() {
-                return Ok((Written::User(user), None));
+                return Ok((Written::User(user, None), None));
             }
             for &field in &changed {
                 if let Some(value) = changes.get(field) {
@@ -464,7 +466,7 @@ fn apply(conn: &Connection, write: &Write, rows: &Rows) -> Result<(Written, Opti
                 user.id
             ])?;
             let event = insert_event(conn, Action::Update, &user, changed, now)?;
-            Ok((Written::User(user), Some(event)))
+            Ok((Written::User(user, Some(event.seq)), Some(event)))
         }
         Write::Delete {
             id,
@@ -481,7 +483,7 @@ fn apply(conn: &Connection, write: &Write, rows: &Rows) -> Result<(Written, Opti
                 Field::ALL.to_vec(),
                 now_micros(),
             )?;
-            Ok((Written::User(user), Some(event)))
+            Ok((Written::User(user, Some(event.seq)), Some(event)))
         }
         Write::SetPublished { seq } => {
             conn.prepare_cached("UPDATE meta SET value = ? WHERE key = 'published_seq'")?

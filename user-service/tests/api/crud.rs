@@ -330,3 +330,58 @@ async fn list_refuses_a_negative_page_size_a_negative_skip_and_a_forged_token() 
         assert_eq!(bad.field_violations[0].field, field);
     }
 }
+
+#[tokio::test]
+async fn each_write_names_the_seq_of_its_event_and_a_write_that_changes_nothing_none() {
+    let app = spawn_app().await;
+    let mut client = app.client.clone();
+    let mut events = client
+        .watch_users(pb::WatchUsersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let seq_of = |metadata: &tonic::metadata::MetadataMap| {
+        users_proto::metadata::seq(metadata, users_proto::metadata::SEQ)
+    };
+
+    let created = client
+        .create_user(pb::CreateUserRequest {
+            user: Some(user(Some("Ada"), Some("Lovelace"))),
+        })
+        .await
+        .unwrap();
+    let id = created.get_ref().id;
+    let updated = client
+        .update_user(rename_first(id, "Augusta"))
+        .await
+        .unwrap();
+    let unchanged = client
+        .update_user(rename_first(id, "Augusta"))
+        .await
+        .unwrap();
+    let deleted = client
+        .delete_user(pb::DeleteUserRequest {
+            id,
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+
+    let mut logged = Vec::new();
+    for _ in 0..3 {
+        let event = events.message().await.unwrap().expect("an event");
+        logged.push((event.seq, event.action));
+    }
+    let answered = [
+        (seq_of(created.metadata()), pb::Action::Create as i32),
+        (seq_of(updated.metadata()), pb::Action::Update as i32),
+        (seq_of(deleted.metadata()), pb::Action::Delete as i32),
+    ];
+    assert_eq!(
+        answered
+            .map(|(seq, action)| (seq.expect("a seq"), action))
+            .to_vec(),
+        logged
+    );
+    assert_eq!(seq_of(unchanged.metadata()), None, "no event, no seq");
+}
