@@ -24,6 +24,18 @@ use crate::{
 
 /// How long background tasks (relay, retention) get to stop after the server has.
 const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
+/// HTTP/2 PING interval on gRPC connections, and how long the answer may take.
+const GRPC_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// Longest a unary call (or a stream's opening) may take; callers' own
+/// `grpc-timeout` may ask for less.
+const GRPC_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Calls one connection may have running at once; more wait their turn. A
+/// gateway multiplexes all its calls over one connection, so this is generous.
+const GRPC_CONCURRENCY_PER_CONNECTION: usize = 1024;
+/// HTTP/2 streams one connection may open at once.
+const GRPC_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Largest header list of one call (16 KiB, as the gateway's).
+const GRPC_MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// A user-service that is bound and ready to run.
 pub struct Application {
@@ -172,6 +184,14 @@ impl Application {
                 .context("the TLS certificate and key")?;
         }
         let server = builder
+            // Dead peers are noticed, no call runs unbounded, and one connection
+            // cannot ask for unbounded work at once.
+            .http2_keepalive_interval(Some(GRPC_KEEP_ALIVE))
+            .http2_keepalive_timeout(Some(GRPC_KEEP_ALIVE))
+            .timeout(GRPC_CALL_TIMEOUT)
+            .concurrency_limit_per_connection(GRPC_CONCURRENCY_PER_CONNECTION)
+            .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
+            .http2_max_header_list_size(GRPC_MAX_HEADER_LIST)
             .accept_http1(true)
             .layer(cors_layer(&config.cors_allow_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())

@@ -12,12 +12,15 @@ use std::{
     task::{Context, Poll},
 };
 
+use service_runtime::log_limit::LogLimit;
 use tonic::Status;
 use tower::{Layer, Service};
 use tracing::{Instrument, instrument::Instrumented};
 
 /// Path prefix of the RPCs the token guards.
 const GUARDED_PREFIX: &str = "/users.v1.UserService/";
+/// RPCs refused for want of the service token, logged once per 10 s at most.
+static REFUSALS: LogLimit = LogLimit::new(std::time::Duration::from_secs(10));
 /// Metadata key of the caller's identity, set by the gateway.
 pub const SUB_HEADER: &str = "x-user-sub";
 
@@ -97,11 +100,15 @@ where
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
             if !constant_time_eq(given, expected) {
-                tracing::warn!(
-                    method,
-                    request_id,
-                    "refused an RPC without the service token"
-                );
+                // Callers without the token control how often this happens.
+                if let Some(refused) = REFUSALS.hit() {
+                    tracing::warn!(
+                        method,
+                        request_id,
+                        refused,
+                        "refused RPCs without the service token (one line per 10 s at most)"
+                    );
+                }
                 let status = Status::unauthenticated("a valid service token is required");
                 return futures::future::Either::Right(std::future::ready(Ok(status.into_http())));
             }
