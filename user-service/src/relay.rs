@@ -15,7 +15,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
@@ -37,6 +37,10 @@ const BATCH: u32 = 256;
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The cursor is recorded in the database at least once this many events...
+const RECORD_EVERY: u64 = 256;
+/// ...or this long, whichever comes first (and whenever the relay is idle).
+const RECORD_AFTER: Duration = Duration::from_millis(500);
 /// Redis calls that take longer than this count as Redis being unavailable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -107,6 +111,8 @@ pub struct Relay {
     config: RelayConfig,
     /// The newest seq known to be on the stream.
     cursor: u64,
+    /// The cursor as last recorded in the database, and when.
+    recorded: (u64, Instant),
     /// `cursor`, shared with the metrics endpoint (the outbox backlog).
     published: Arc<AtomicU64>,
 }
@@ -118,6 +124,7 @@ impl Relay {
             pool,
             config,
             cursor: 0,
+            recorded: (0, Instant::now()),
             published: Arc::new(AtomicU64::new(CURSOR_UNKNOWN)),
         }
     }
@@ -147,6 +154,7 @@ impl Relay {
             }
         };
         self.set_cursor(cursor);
+        self.recorded = (cursor, Instant::now());
         let mut head = self.store.watch_head();
         let mut backoff = BACKOFF_START;
         let mut failing = false;
@@ -185,11 +193,10 @@ impl Relay {
     async fn step(&mut self) -> anyhow::Result<bool> {
         match self.append().await? {
             Outcome::Published { upto, count } => {
-                if upto != self.cursor {
-                    self.store.set_published_seq(upto).await?;
-                    self.set_cursor(upto);
-                }
-                Ok(count == BATCH as usize)
+                self.set_cursor(upto.max(self.cursor));
+                let more = count == BATCH as usize;
+                self.record_cursor(!more && count == 0).await?;
+                Ok(more)
             }
             Outcome::Refill {
                 stream_top,
@@ -216,9 +223,29 @@ impl Relay {
                     self.set_cursor(stream_top.max(floor));
                 }
                 self.store.set_published_seq(self.cursor).await?;
+                self.recorded = (self.cursor, Instant::now());
                 Ok(true)
             }
         }
+    }
+
+    /// Records the cursor in the database, not after every append: a commit
+    /// (an fsync) per append would put one in front of the next event's way to
+    /// Redis. It is recorded once [`RECORD_EVERY`] events or [`RECORD_AFTER`]
+    /// have gone by, and whenever the relay is `idle`. A cursor recorded late only
+    /// costs a restarted relay a few entries it finds on the stream and skips, and
+    /// retention a moment before it prunes.
+    async fn record_cursor(&mut self, idle: bool) -> anyhow::Result<()> {
+        let (recorded, at) = self.recorded;
+        let behind = self.cursor.saturating_sub(recorded);
+        if self.cursor == recorded
+            || !(idle || behind >= RECORD_EVERY || at.elapsed() >= RECORD_AFTER)
+        {
+            return Ok(());
+        }
+        self.store.set_published_seq(self.cursor).await?;
+        self.recorded = (self.cursor, Instant::now());
+        Ok(())
     }
 
     async fn append(&self) -> anyhow::Result<Outcome> {
