@@ -13,9 +13,11 @@ use tonic::transport::Endpoint;
 use crate::{
     auth::Authenticator,
     config::Config,
+    connections::ConnectionLimits,
     cors::Cors,
     events::{self, Hub},
     handlers::Context,
+    hosts::AllowedHosts,
     limits::Limits,
     routes::{self, Routes},
     server,
@@ -40,6 +42,7 @@ pub struct Application {
     redis: Option<deadpool_redis::redis::Client>,
     tls: Option<TlsAcceptor>,
     socket_threads: SocketThreads,
+    connection_limits: ConnectionLimits,
 }
 
 impl Application {
@@ -84,6 +87,7 @@ impl Application {
             }
             None => (None, None),
         };
+        let connection_limits = config.connection_limits();
         let hub = Arc::new(Hub::new(
             usize::try_from(config.replay_window).unwrap_or(usize::MAX),
             usize::try_from(config.ws_queue).unwrap_or(usize::MAX),
@@ -93,11 +97,18 @@ impl Application {
             channel: rest_channel.clone(),
             credentials: credentials.clone(),
             auth,
-            limits: Arc::new(Limits::new(config.limits())),
+            limits: Arc::new(Limits::new(
+                config.limits(connection_limits.max_connections),
+            )),
             health: tonic_health::pb::health_client::HealthClient::new(rest_channel),
             redis: pool,
             hub,
             write_feed_wait: config.write_feed_wait,
+            body_read_timeout: config.body_read_timeout,
+            hosts: Arc::new(AllowedHosts::new(
+                &config.allowed_hosts,
+                listener.local_addr().context("the listener's address")?,
+            )),
         };
         let socket_threads = SocketThreads::start(
             config.ws_threads.unwrap_or_else(|| {
@@ -107,6 +118,7 @@ impl Application {
         )
         .context("starting the socket threads")?;
         Ok(Application {
+            connection_limits,
             socket_threads,
             config,
             listener,
@@ -134,6 +146,7 @@ impl Application {
             redis,
             tls,
             socket_threads,
+            connection_limits,
         } = self;
         let hub = context.hub.clone();
         let stop_source = CancellationToken::new();
@@ -194,7 +207,8 @@ impl Application {
             listener,
             filter,
             tls,
-            stop_serving.clone().cancelled_owned(),
+            connection_limits,
+            stop_serving.clone(),
         ));
 
         shutdown.await;

@@ -31,6 +31,10 @@ pub const EDITABLE_FIELDS: [&str; 2] = ["first_name", "last_name"];
 /// Shortest HS256 secret accepted: RFC 7518 §3.2 wants a key as long as the hash.
 pub const MIN_SECRET_LEN: usize = 32;
 
+/// The latest time a token may name (9999-12-31T23:59:59Z): `exp`, `nbf` or `iat`
+/// past it are refused, so no arithmetic on them can overflow.
+pub const LATEST_TIME: u64 = 253_402_300_799;
+
 /// DRF's detail when no credentials came with the request.
 pub const MSG_NOT_PROVIDED: &str = "Authentication credentials were not provided.";
 /// The detail for a token that is malformed, forged, expired, not yet valid, for
@@ -132,9 +136,65 @@ pub struct Claims {
     /// `users:read` and/or `users:write`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,
-    /// The fields `users:write` may change; absent: all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fields: Option<Vec<String>>,
+    /// The fields `users:write` may change, a list of names; absent: all. Kept as
+    /// JSON so a present but malformed claim (`null`, a string) is told from an
+    /// absent one and refused rather than read as "all".
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub fields: Option<serde_json::Value>,
+}
+
+/// A claim that is present (even as `null`) deserializes to `Some`; only an absent
+/// one is `None` (through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
+impl Claims {
+    /// Checks what the JWT library does not: times within [`LATEST_TIME`] and a
+    /// `fields` claim that is a list of strings. Returns the fields writes may
+    /// change.
+    fn checked_fields(&self) -> Result<Vec<String>, AuthError> {
+        let times = [Some(self.exp), self.nbf, self.iat];
+        if times.into_iter().flatten().any(|t| t > LATEST_TIME) {
+            return Err(AuthError::Invalid("a time claim is out of range".into()));
+        }
+        let names = match &self.fields {
+            None => return Ok(EDITABLE_FIELDS.map(str::to_owned).to_vec()),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(serde_json::Value::as_str)
+                .collect::<Option<Vec<_>>>(),
+            Some(_) => None,
+        };
+        let names = names.ok_or_else(|| {
+            AuthError::Invalid("the fields claim is not a list of strings".into())
+        })?;
+        Ok(EDITABLE_FIELDS
+            .iter()
+            .filter(|f| names.contains(f))
+            .map(|f| (*f).to_owned())
+            .collect())
+    }
+}
+
+/// Whether a token's header has a `crit` member: it names extensions the
+/// recipient must understand, and we understand none (RFC 7515 §4.1.11).
+fn has_critical_header(token: &str) -> bool {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|header| header.get("crit").is_some())
 }
 
 /// `scope` as OAuth 2 writes it (one space-separated string) or as a list.
@@ -270,24 +330,25 @@ impl Authenticator {
             return Ok(Caller::anonymous());
         };
         let token = token.ok_or(AuthError::Missing)?;
+        if has_critical_header(token) {
+            return Err(AuthError::Invalid("a crit header".into()));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| AuthError::Invalid(format!("{:?}", e.kind())))?;
         let claims = data.claims;
+        let fields = claims.checked_fields()?;
         let scope = |wanted| claims.scope.as_ref().is_some_and(|s| s.contains(wanted));
-        let fields = match &claims.fields {
-            None => EDITABLE_FIELDS.map(str::to_owned).to_vec(),
-            Some(fields) => EDITABLE_FIELDS
-                .iter()
-                .filter(|f| fields.iter().any(|g| g == *f))
-                .map(|f| (*f).to_owned())
-                .collect(),
-        };
+        // Within range, by `checked_fields`; checked all the same.
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .and_then(|exp| exp.checked_add(self.leeway))
+            .ok_or_else(|| AuthError::Invalid("exp is out of range".into()))?;
         Ok(Caller {
             sub: Some(claims.sub.clone()).filter(|s| !s.is_empty()),
             read: scope(SCOPE_READ),
             write: scope(SCOPE_WRITE),
             fields,
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway),
+            expires_at: Some(expires_at),
         })
     }
 }
@@ -373,7 +434,7 @@ pub fn mint(config: &AuthConfig, mint: &Mint) -> anyhow::Result<String> {
         aud: config.jwt_audience.clone().map(serde_json::Value::String),
         iss: config.jwt_issuer.clone(),
         scope: Some(Scope::Text(scope)),
-        fields: (!mint.fields.is_empty()).then(|| mint.fields.clone()),
+        fields: (!mint.fields.is_empty()).then(|| serde_json::json!(mint.fields)),
     };
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -478,6 +539,95 @@ mod tests {
             auth.authenticate(Some(&none)),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    /// An HS256 token with exactly this header and these claims.
+    fn signed(header: serde_json::Value, claims: serde_json::Value) -> String {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256);
+        format!("{message}.{}", signature.unwrap())
+    }
+
+    fn hs256() -> serde_json::Value {
+        serde_json::json!({"alg": "HS256", "typ": "JWT"})
+    }
+
+    fn in_an_hour() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600
+    }
+
+    #[test]
+    fn absurd_time_claims_are_refused_never_a_panic() {
+        let auth = Authenticator::new(&config(&["--jwt-secret", SECRET])).unwrap();
+        let exp = in_an_hour();
+        let absurd = [
+            serde_json::json!({"exp": u64::MAX}),
+            serde_json::json!({"exp": LATEST_TIME + 1}),
+            serde_json::json!({"exp": -1}),
+            serde_json::json!({"exp": 1.5e9}),
+            serde_json::json!({"exp": 1e300}),
+            serde_json::json!({"exp": "tomorrow"}),
+            serde_json::json!({"exp": exp, "nbf": u64::MAX}),
+            serde_json::json!({"exp": exp, "nbf": -5}),
+            serde_json::json!({"exp": exp, "iat": u64::MAX}),
+            serde_json::json!({"exp": exp, "iat": i64::MIN}),
+            serde_json::json!({"exp": exp, "iat": 0.5}),
+        ];
+        for mut claims in absurd {
+            claims["scope"] = "users:read".into();
+            let token = signed(hs256(), claims.clone());
+            assert!(
+                matches!(auth.authenticate(Some(&token)), Err(AuthError::Invalid(_))),
+                "{claims}"
+            );
+        }
+        let sane = signed(hs256(), serde_json::json!({"exp": exp, "iat": 0}));
+        assert!(auth.authenticate(Some(&sane)).is_ok());
+    }
+
+    #[test]
+    fn a_present_but_malformed_fields_claim_is_refused() {
+        let auth = Authenticator::new(&config(&["--jwt-secret", SECRET])).unwrap();
+        let exp = in_an_hour();
+        for fields in [
+            serde_json::Value::Null,
+            "first_name".into(),
+            serde_json::json!([1]),
+            serde_json::json!({"first_name": true}),
+        ] {
+            let claims = serde_json::json!({"exp": exp, "scope": "users:write", "fields": fields});
+            let token = signed(hs256(), claims);
+            assert!(
+                matches!(auth.authenticate(Some(&token)), Err(AuthError::Invalid(_))),
+                "{fields}"
+            );
+        }
+        let listed = serde_json::json!({"exp": exp, "fields": ["last_name", "email"]});
+        let caller = auth.authenticate(Some(&signed(hs256(), listed))).unwrap();
+        assert_eq!(caller.fields, ["last_name"]);
+    }
+
+    #[test]
+    fn a_token_with_a_crit_header_is_refused() {
+        let auth = Authenticator::new(&config(&["--jwt-secret", SECRET])).unwrap();
+        let claims = serde_json::json!({"exp": in_an_hour()});
+        let mut header = hs256();
+        header["crit"] = serde_json::json!(["exp"]);
+        assert!(matches!(
+            auth.authenticate(Some(&signed(header, claims.clone()))),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(auth.authenticate(Some(&signed(hs256(), claims))).is_ok());
     }
 
     #[test]

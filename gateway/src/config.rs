@@ -7,6 +7,7 @@ pub use service_runtime::LogFormat;
 
 use crate::{
     auth::AuthConfig,
+    connections::ConnectionLimits,
     limits::{LimitSettings, RateSetting},
 };
 
@@ -57,6 +58,34 @@ pub struct Config {
     /// answers at once.
     #[arg(long, env = "WRITE_FEED_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub write_feed_wait: Duration,
+
+    /// How long a new connection may take to send its first request head, whatever
+    /// its protocol (HTTP/1.1, h2c, h2); also how long any later HTTP/1.1 head
+    /// may take. Silent connections are closed.
+    #[arg(long, env = "FIRST_REQUEST_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub first_request_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed gracefully
+    /// (open sockets are not connections in this sense: they have their pings).
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// HTTP/2 connections get a PING this often, and are closed when the peer
+    /// does not answer within the same time.
+    #[arg(long, env = "HTTP2_KEEP_ALIVE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub http2_keep_alive: Duration,
+
+    /// How long a request body may take to arrive once the request is allowed
+    /// (it is read only after authentication and permission checks); 408 beyond.
+    #[arg(long, env = "BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Open connections at most, sockets included; beyond, new connections are
+    /// closed at once and counted. Unset: the open-file limit (raised to its
+    /// hard value at start) less a tenth, at least 256, kept for the
+    /// user-service, Redis and files.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// Most recent events kept in memory, so reconnecting sockets can resume with
     /// `?since=`.
@@ -134,6 +163,13 @@ pub struct Config {
     #[arg(long, env = "CORS_ALLOW_ORIGINS", value_delimiter = ',')]
     pub cors_allow_origins: Vec<String>,
 
+    /// Host names (comma-separated) the API answers to, as Django's
+    /// `ALLOWED_HOSTS`: `example.com`, `.example.com` (and its subdomains) or `*`.
+    /// Loopback names and the listen address are always allowed; any other
+    /// `Host` gets 400 (it would be written into pagination links).
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
     /// Reads (GET, HEAD, OPTIONS) allowed per identity (token `sub`, or client IP
     /// when anonymous), as `<count>/<s|m|h|d>`, or `off`. 429 beyond.
     #[arg(long, env = "RATE_LIMIT_READS", default_value = "1200/min")]
@@ -151,9 +187,10 @@ pub struct Config {
     #[arg(long, env = "WS_MAX_PER_IDENTITY", default_value_t = 64)]
     pub ws_max_per_identity: usize,
 
-    /// Open sockets in total (0: no cap); 503 on the handshake beyond.
-    #[arg(long, env = "WS_MAX_TOTAL", default_value_t = 10_000)]
-    pub ws_max_total: usize,
+    /// Open sockets in total (0: no cap); 503 on the handshake beyond. Unset:
+    /// 10,000, or nine tenths of the connection cap when that is lower.
+    #[arg(long, env = "WS_MAX_TOTAL")]
+    pub ws_max_total: Option<usize>,
 
     /// `gateway token …` mints a token instead of serving.
     #[command(subcommand)]
@@ -181,15 +218,34 @@ pub enum Command {
     },
 }
 
+/// Sockets allowed in total when `--ws-max-total` is unset and the connection
+/// cap allows as many.
+const DEFAULT_WS_MAX_TOTAL: usize = 10_000;
+
 impl Config {
-    /// The rate limits and socket caps.
-    pub fn limits(&self) -> LimitSettings {
+    /// The rate limits and socket caps, under a connection cap of
+    /// `max_connections`.
+    pub fn limits(&self, max_connections: usize) -> LimitSettings {
         LimitSettings {
             reads: self.rate_limit_reads,
             writes: self.rate_limit_writes,
             connects: self.rate_limit_connects,
             sockets_per_identity: self.ws_max_per_identity,
-            sockets_total: self.ws_max_total,
+            sockets_total: self
+                .ws_max_total
+                .unwrap_or(DEFAULT_WS_MAX_TOTAL.min(max_connections / 10 * 9)),
+        }
+    }
+
+    /// The bounds on every connection ([`ConnectionLimits`]).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            first_request: self.first_request_timeout,
+            idle: self.idle_timeout,
+            keep_alive: self.http2_keep_alive,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::connections::default_max_connections),
         }
     }
 }

@@ -66,6 +66,9 @@ pub enum Error {
     /// 412 `{"detail": "…"}`: `If-Match` names a version the user is no longer at.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// 408 `{"detail": "…"}`: the body did not arrive within its deadline.
+    #[error("request body not read within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// 413 `{"detail": "…"}`: the body is over the cap.
     #[error("request body over {0} bytes")]
     PayloadTooLarge(usize),
@@ -97,6 +100,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,6 +157,12 @@ impl Error {
             Error::PreconditionFailed(message) => json!({ "detail": message }),
             Error::PayloadTooLarge(limit) => json!({
                 "detail": format!("Request body is too large: the limit is {limit} bytes.")
+            }),
+            Error::BodyTimeout(limit) => json!({
+                "detail": format!(
+                    "The request body did not arrive in time: the limit is {} seconds.",
+                    limit.as_secs_f64()
+                )
             }),
             Error::UnsupportedMediaType(media_type) => json!({
                 "detail": format!("Unsupported media type \"{media_type}\" in request.")

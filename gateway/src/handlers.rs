@@ -17,8 +17,10 @@ use warp::{
 
 use crate::{
     auth::{self, Authenticator, Caller},
+    body::PendingBody,
     error::{Error, json_response},
     events::Hub,
+    hosts::AllowedHosts,
     json::{BodyError, FieldValue, NameFields, UserJson, parse_name_fields},
     limits::{self, Class, Limits},
     observe,
@@ -60,6 +62,10 @@ pub struct Context {
     pub hub: Arc<Hub>,
     /// How long a write waits, at most, for its event to be on the feed.
     pub write_feed_wait: Duration,
+    /// How long an allowed request's body may take to arrive (408 beyond).
+    pub body_read_timeout: Duration,
+    /// The `Host` names the API answers to.
+    pub hosts: Arc<AllowedHosts>,
 }
 
 /// One request to the API, as the routes collected it.
@@ -69,9 +75,9 @@ pub struct ApiRequest {
     pub id: Option<String>,
     pub query: String,
     pub headers: HeaderMap,
-    /// The body, or the error reading it gave (413), reported only if the route and
-    /// method are right, as DRF would.
-    pub body: Result<Bytes, Error>,
+    /// The body, unread: read only once the route, the method and the caller's
+    /// permissions allow one.
+    pub body: PendingBody,
     /// The client's address (rate limits of anonymous callers).
     pub client: Option<SocketAddr>,
 }
@@ -152,7 +158,15 @@ pub fn permit_fields(caller: &Caller, fields: &NameFields, partial: bool) -> Res
 /// Answers any request under `/api/users`: every response carries `Allow`, as
 /// DRF's do.
 pub async fn users(context: Context, request: ApiRequest) -> Response {
+    let host = request.headers.get(header::HOST);
     let (allow, result) = match request.id.as_deref() {
+        _ if host.is_some_and(|host| !context.hosts.allows(host.to_str().unwrap_or_default())) => {
+            let host = String::from_utf8_lossy(host.map(HeaderValue::as_bytes).unwrap_or_default());
+            let error = Error::BadRequest(format!(
+                "Invalid Host header: {host:?}. Add it to --allowed-hosts (ALLOWED_HOSTS)."
+            ));
+            (ALLOW_ITEM, Err(error))
+        }
         None => (ALLOW_COLLECTION, collection(context, request).await),
         Some(id) => {
             let id = id.parse::<i64>().ok();
@@ -169,7 +183,7 @@ pub async fn users(context: Context, request: ApiRequest) -> Response {
     response
 }
 
-async fn collection(mut context: Context, request: ApiRequest) -> Result<Response, Error> {
+async fn collection(mut context: Context, mut request: ApiRequest) -> Result<Response, Error> {
     let caller = authenticate(&mut context, &request)?;
     match request.method {
         Method::GET | Method::HEAD => {
@@ -178,7 +192,7 @@ async fn collection(mut context: Context, request: ApiRequest) -> Result<Respons
         }
         Method::POST => {
             permit(&context, &request, &caller, Need::FullWrite)?;
-            let fields = read_fields(&request)?;
+            let fields = read_fields(&context, &mut request).await?;
             let (user, typing) = to_proto(0, &fields);
             let created = observe::grpc(
                 "CreateUser",
@@ -189,7 +203,10 @@ async fn collection(mut context: Context, request: ApiRequest) -> Result<Respons
             .await;
             let seq = on_feed(&context, &created).await;
             let user = with_typing_errors(created, typing)?;
-            Ok(with_seq(user_response(StatusCode::CREATED, &user), seq))
+            Ok(with_seq(
+                written_response(&caller, StatusCode::CREATED, &user),
+                seq,
+            ))
         }
         Method::OPTIONS => {
             permit(&context, &request, &caller, Need::Read)?;
@@ -202,7 +219,7 @@ async fn collection(mut context: Context, request: ApiRequest) -> Result<Respons
 async fn item(
     mut context: Context,
     id: Option<i64>,
-    request: ApiRequest,
+    mut request: ApiRequest,
 ) -> Result<Response, Error> {
     // A path that is not an integer id is a missing page, whatever the method.
     let id = id.ok_or(Error::NotFound)?;
@@ -219,7 +236,7 @@ async fn item(
             permit(&context, &request, &caller, Need::SomeWrite)?;
             let partial = request.method == Method::PATCH;
             let expected_version = if_match(&request.headers)?;
-            let fields = match read_fields(&request) {
+            let fields = match read_fields(&context, &mut request).await {
                 Ok(fields) => fields,
                 Err(error) => {
                     // DRF looks the object up before it reads the body: 404 first.
@@ -242,7 +259,10 @@ async fn item(
             .await;
             let seq = on_feed(&context, &updated).await;
             let user = with_typing_errors(updated, typing)?;
-            Ok(with_seq(user_response(StatusCode::OK, &user), seq))
+            Ok(with_seq(
+                written_response(&caller, StatusCode::OK, &user),
+                seq,
+            ))
         }
         Method::DELETE => {
             permit(&context, &request, &caller, Need::FullWrite)?;
@@ -313,6 +333,18 @@ fn with_seq(mut response: Response, seq: Option<u64>) -> Response {
     response
 }
 
+/// A write's answer: the user as written for a caller who may read users; for a
+/// write-only caller (`users:write` without `users:read`) the same status and
+/// headers with no body, so writing never reveals what only reading may.
+fn written_response(caller: &Caller, status: StatusCode, user: &pb::User) -> Response {
+    let mut response = user_response(status, user);
+    if !caller.read {
+        *response.body_mut() = Default::default();
+        response.headers_mut().remove(header::CONTENT_TYPE);
+    }
+    response
+}
+
 /// A user with its `ETag: "<version>"`.
 fn user_response(status: StatusCode, user: &pb::User) -> Response {
     let mut response = json_response(status, &UserJson::from(user));
@@ -344,14 +376,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
         })
 }
 
-/// The body's name fields, checked as DRF's parser checks them: an empty body is
-/// `{}`; any other needs `Content-Type: application/json`.
-fn read_fields(request: &ApiRequest) -> Result<NameFields, Error> {
-    let body = match &request.body {
-        Ok(body) => body,
-        Err(Error::PayloadTooLarge(limit)) => return Err(Error::PayloadTooLarge(*limit)),
-        Err(other) => return Err(Error::BadRequest(other.to_string())),
-    };
+/// Reads the body (once the caller may send it) and its name fields, checked as
+/// DRF's parser checks them: an empty body is `{}`; any other needs
+/// `Content-Type: application/json`.
+async fn read_fields(context: &Context, request: &mut ApiRequest) -> Result<NameFields, Error> {
+    let pending = std::mem::replace(&mut request.body, PendingBody::from_bytes(Bytes::new()));
+    let body = pending.read(context.body_read_timeout).await?;
     if body.is_empty() {
         return Ok(NameFields::default());
     }
@@ -369,7 +399,7 @@ fn read_fields(request: &ApiRequest) -> Result<NameFields, Error> {
     if media_type != "application/json" {
         return Err(Error::UnsupportedMediaType(content_type));
     }
-    parse_name_fields(body).map_err(|error| match error {
+    parse_name_fields(&body).map_err(|error| match error {
         BodyError::Parse(message) => Error::Parse(message),
         BodyError::NotAnObject(message) => Error::NonField(message),
     })

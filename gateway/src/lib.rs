@@ -5,12 +5,15 @@
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod config;
+pub mod connections;
 pub mod cors;
 pub mod error;
 pub mod events;
 pub mod handlers;
 pub mod headers;
+pub mod hosts;
 pub mod json;
 pub mod limits;
 pub mod observe;

@@ -60,6 +60,13 @@ pub const WS_RESYNCS: &str = "gateway_ws_resyncs_total";
 pub const WRITE_FEED_WAITS: &str = "gateway_write_feed_waits_total";
 /// The `outcome` values of [`WRITE_FEED_WAITS`].
 pub const WRITE_FEED_WAIT_OUTCOMES: [&str; 3] = ["on_feed", "timed_out", "source_down"];
+/// Counter `{reason}`: connections closed by the gateway's connection limits:
+/// `evicted` (a silent or idle one, to make room at the cap), `over_cap` (a new
+/// one refused: every open one was busy), `no_request` (no request head in
+/// time), `idle`.
+pub const CONNECTIONS_SHED: &str = "gateway_connections_shed_total";
+/// The `reason` values of [`CONNECTIONS_SHED`].
+pub const CONNECTION_SHED_REASONS: [&str; 4] = ["evicted", "over_cap", "no_request", "idle"];
 /// Gauge: 1 while the event source follows its stream, else 0.
 pub const EVENT_SOURCE_UP: &str = "gateway_event_source_up";
 
@@ -132,11 +139,25 @@ pub fn install() -> PrometheusHandle {
         Unit::Count,
         "Writes held until their event was on this gateway's feed, by outcome"
     );
-    // At zero from the first scrape, so an alert on timeouts never sees "absent".
+    describe_counter!(
+        CONNECTIONS_SHED,
+        Unit::Count,
+        "Connections closed by the connection limits, by reason"
+    );
+    // At zero from the first scrape, so an alert never sees "absent".
     for outcome in WRITE_FEED_WAIT_OUTCOMES {
         metrics::counter!(WRITE_FEED_WAITS, "outcome" => outcome).increment(0);
     }
+    for reason in CONNECTION_SHED_REASONS {
+        metrics::counter!(CONNECTIONS_SHED, "reason" => reason).increment(0);
+    }
     handle
+}
+
+/// Counts a connection the connection limits closed (`reason` is one of
+/// [`CONNECTION_SHED_REASONS`]).
+pub fn connection_shed(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_SHED, "reason" => reason).increment(1);
 }
 
 /// The answer to `GET /metrics`.

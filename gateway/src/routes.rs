@@ -4,8 +4,6 @@
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warp::{
     Filter, Rejection,
@@ -16,6 +14,7 @@ use warp::{
 };
 
 use crate::{
+    body,
     cors::Cors,
     error::{Error, json_response},
     events::Hub,
@@ -23,9 +22,6 @@ use crate::{
     headers, limits, observe, openapi, server, upgrade, web,
     ws::{self, SocketConfig},
 };
-
-/// Largest request body accepted (413 beyond).
-pub const MAX_BODY: usize = 16 * 1024;
 
 /// Everything the routes need.
 #[derive(Clone)]
@@ -57,7 +53,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         .and(warp::method())
         .and(raw_query())
         .and(warp::header::headers_cloned())
-        .and(capped_body())
+        .and(body::pending())
         .and(server::client_addr())
         .then(
             move |tail: Tail,
@@ -250,44 +246,6 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
-/// The body, read up to [`MAX_BODY`]; a longer one is `Err(PayloadTooLarge)`
-/// (reported by the handler once it knows the route and method are right).
-fn capped_body() -> impl Filter<Extract = (Result<Bytes, Error>,), Error = Rejection> + Clone {
-    warp::header::headers_cloned()
-        .and(warp::body::stream())
-        .then(|headers: HeaderMap, body| collect_capped(headers, body))
-}
-
-async fn collect_capped<S, B>(headers: HeaderMap, body: S) -> Result<Bytes, Error>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
-        return Err(Error::PayloadTooLarge(MAX_BODY));
-    }
-    let mut body = std::pin::pin!(body);
-    let mut collected = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| Error::BadRequest(format!("Reading the body failed: {e}")))?;
-        if collected.len() + chunk.remaining() > MAX_BODY {
-            return Err(Error::PayloadTooLarge(MAX_BODY));
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            collected.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(collected.freeze())
-}
-
 /// Every rejection as a JSON error: unknown paths are 404 `{"detail": "Not
 /// found."}`, never HTML; a WebSocket path without an upgrade is 400.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
@@ -342,6 +300,11 @@ mod tests {
                 redis: None,
                 hub: hub.clone(),
                 write_feed_wait: Duration::from_secs(1),
+                body_read_timeout: Duration::from_secs(1),
+                hosts: Arc::new(crate::hosts::AllowedHosts::new(
+                    &[],
+                    "127.0.0.1:8080".parse().unwrap(),
+                )),
             },
             hub,
             sockets: SocketConfig {
@@ -362,7 +325,7 @@ mod tests {
         path.replace("{id}", "1")
     }
 
-    async fn send(method: &str, path: &str, body: &str) -> warp::http::Response<Bytes> {
+    async fn send(method: &str, path: &str, body: &str) -> warp::http::Response<bytes::Bytes> {
         let mut request = warp::test::request().method(method).path(path);
         if !body.is_empty() {
             request = request
@@ -447,7 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_over_the_cap_is_413() {
-        let body = format!(r#"{{"first_name":"{}"}}"#, "x".repeat(MAX_BODY));
+        let body = format!(r#"{{"first_name":"{}"}}"#, "x".repeat(body::MAX_BODY));
         let response = send("POST", "/api/users/", &body).await;
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();

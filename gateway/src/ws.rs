@@ -43,8 +43,12 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Close code: the socket's token expired (the client gets a new one and
 /// reconnects).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
-/// Close code: a frame or message over [`MAX_INBOUND`], or a malformed one.
+/// Close code: a frame or message over [`MAX_INBOUND`].
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: the peer broke the WebSocket protocol (a bad frame).
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code: a text message that is not UTF-8.
+pub const CLOSE_BAD_DATA: u16 = 1007;
 /// Most queued frames written to a socket in one go.
 const MAX_BATCH: usize = 64;
 /// How long a closing socket may take to flush its close frame.
@@ -240,7 +244,7 @@ pub async fn serve(
                         }
                         Some(Err(error)) => {
                             tracing::debug!(%error, "ws: read failed");
-                            return Err(End::Close(CLOSE_TOO_BIG, "message too big or malformed"));
+                            return Err(close_for(&error));
                         }
                         None => return Err(End::Gone("client_closed")),
                     }
@@ -374,6 +378,17 @@ fn is_disconnect(error: &tungstenite::Error) -> bool {
     )
 }
 
+/// How a socket whose peer sent something unreadable is closed: 1009 for a
+/// frame or message over the cap, 1007 for text that is not UTF-8, 1002 for any
+/// other breach of the protocol (RFC 6455 §7.4.1).
+fn close_for(error: &tungstenite::Error) -> End {
+    match error {
+        tungstenite::Error::Capacity(_) => End::Close(CLOSE_TOO_BIG, "message too big"),
+        tungstenite::Error::Utf8(_) => End::Close(CLOSE_BAD_DATA, "text is not UTF-8"),
+        _ => End::Close(CLOSE_PROTOCOL_ERROR, "protocol error"),
+    }
+}
+
 /// The `reason` label of a socket that ended with `result`.
 fn close_reason(result: &Result<(), End>) -> &'static str {
     match result {
@@ -381,7 +396,7 @@ fn close_reason(result: &Result<(), End>) -> &'static str {
         Err(End::Close(CLOSE_GOING_AWAY, _)) => "shutdown",
         Err(End::Close(CLOSE_TRY_AGAIN_LATER, _)) => "too_slow",
         Err(End::Close(CLOSE_TOKEN_EXPIRED, _)) => "token_expired",
-        Err(End::Close(CLOSE_TOO_BIG, _)) => "bad_message",
+        Err(End::Close(CLOSE_TOO_BIG | CLOSE_BAD_DATA | CLOSE_PROTOCOL_ERROR, _)) => "bad_message",
         Err(End::Close(..)) | Ok(()) => "other",
     }
 }

@@ -406,6 +406,59 @@ async fn a_read_only_token_reads_and_listens_but_never_writes() {
     );
 }
 
+#[tokio::test]
+async fn a_write_only_token_gets_the_writes_status_and_never_the_record() {
+    let stack = Stack::start(&[]).await;
+    let user = stack.create().await;
+    let id = user["id"].as_i64().unwrap();
+    let path = format!("/api/users/{id}/");
+    let writer = stack.token("writer", json!({"scope": "users:write"}));
+
+    for body in [json!({}), json!({"first_name": "Eve"})] {
+        let reply = stack.call(Some(&writer), "PATCH", &path, Some(body)).await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.is_empty(), "no record: {:?}", reply.body);
+        assert!(reply.header("etag").is_some());
+    }
+    let created = stack
+        .call(
+            Some(&writer),
+            "POST",
+            "/api/users/",
+            Some(json!({"first_name": "New", "last_name": "User"})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    assert!(created.body.is_empty(), "no record: {:?}", created.body);
+    assert!(created.header("x-users-seq").is_some());
+    assert_eq!(
+        stack.current(id).await["first_name"],
+        "Eve",
+        "the write applied"
+    );
+}
+
+#[tokio::test]
+async fn absurd_claim_values_get_401_and_the_gateway_keeps_serving() {
+    let stack = Stack::start(&[]).await;
+    for extra in [
+        json!({"exp": u64::MAX}),
+        json!({"exp": -1}),
+        json!({"exp": 1e300}),
+        json!({"nbf": u64::MAX}),
+        json!({"iat": i64::MIN}),
+        json!({"fields": null}),
+        json!({"fields": "first_name"}),
+    ] {
+        let token = stack.token("absurd", extra.clone());
+        let reply = stack.call(Some(&token), "GET", "/api/users/", None).await;
+        assert_detail(&reply, 401, INVALID);
+        let admin = stack.token("admin", json!({}));
+        let after = stack.call(Some(&admin), "GET", "/api/users/", None).await;
+        assert_eq!(after.status, 200, "still serving after {extra}");
+    }
+}
+
 /// Sends `request` until it is throttled; the 429 answer and how many passed.
 async fn burst_until_429<F, Fut>(mut request: F) -> (Reply, usize)
 where
