@@ -183,18 +183,27 @@ impl Claims {
     }
 }
 
-/// Whether a token's header has a `crit` member: it names extensions the
-/// recipient must understand, and we understand none (RFC 7515 §4.1.11).
-fn has_critical_header(token: &str) -> bool {
+/// What the JWT library lets through: a header with a `crit` member (it names
+/// extensions the recipient must understand, and we understand none: RFC 7515
+/// §4.1.11), and a header or claims set that is not UTF-8 (RFC 7519 §7.2; the
+/// library skips the bytes of claims it does not read unchecked).
+fn precheck(token: &str) -> Result<(), AuthError> {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    let Some(header) = token.split('.').next() else {
-        return false;
+    let mut segments = token.split('.');
+    let mut decoded = || {
+        let segment = segments.next().unwrap_or_default();
+        let bytes = URL_SAFE_NO_PAD.decode(segment.trim_end_matches('=')).ok()?;
+        String::from_utf8(bytes).ok()
     };
-    URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .is_some_and(|header| header.get("crit").is_some())
+    let (Some(header), Some(_claims)) = (decoded(), decoded()) else {
+        return Err(AuthError::Invalid("a segment that is not UTF-8".into()));
+    };
+    let critical = serde_json::from_str::<serde_json::Value>(&header)
+        .is_ok_and(|header| header.get("crit").is_some());
+    if critical {
+        return Err(AuthError::Invalid("a crit header".into()));
+    }
+    Ok(())
 }
 
 /// `scope` as OAuth 2 writes it (one space-separated string) or as a list.
@@ -239,6 +248,18 @@ impl Caller {
             read: true,
             write: true,
             fields: EDITABLE_FIELDS.map(str::to_owned).to_vec(),
+            expires_at: None,
+        }
+    }
+
+    /// No one: no identity and no permission (whose budget a request with
+    /// refused credentials spends: its client address's).
+    pub fn nobody() -> Caller {
+        Caller {
+            sub: None,
+            read: false,
+            write: false,
+            fields: Vec::new(),
             expires_at: None,
         }
     }
@@ -330,9 +351,7 @@ impl Authenticator {
             return Ok(Caller::anonymous());
         };
         let token = token.ok_or(AuthError::Missing)?;
-        if has_critical_header(token) {
-            return Err(AuthError::Invalid("a crit header".into()));
-        }
+        precheck(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| AuthError::Invalid(format!("{:?}", e.kind())))?;
         let claims = data.claims;
@@ -615,6 +634,26 @@ mod tests {
         let listed = serde_json::json!({"exp": exp, "fields": ["last_name", "email"]});
         let caller = auth.authenticate(Some(&signed(hs256(), listed))).unwrap();
         assert_eq!(caller.fields, ["last_name"]);
+    }
+
+    #[test]
+    fn claims_that_are_not_utf8_are_refused_even_in_claims_not_read() {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let auth = Authenticator::new(&config(&["--jwt-secret", SECRET])).unwrap();
+        let mut claims = format!("{{\"exp\":{},\"other\":\"", in_an_hour()).into_bytes();
+        claims.extend_from_slice(&[0xd4, b'x', b'"', b'}']);
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(hs256().to_string()),
+            URL_SAFE_NO_PAD.encode(&claims)
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256);
+        let token = format!("{message}.{}", signature.unwrap());
+        assert!(matches!(
+            auth.authenticate(Some(&token)),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use warp::{
 };
 
 use crate::{
-    auth::{self, Authenticator, Caller},
+    auth::{self, AuthError, Authenticator, Caller},
     body::PendingBody,
     error::{Error, json_response},
     events::Hub,
@@ -104,13 +104,24 @@ fn authenticate(context: &mut Context, request: &ApiRequest) -> Result<Caller, E
     let caller = context
         .auth
         .authenticate(token)
-        .map_err(Error::Unauthenticated)?;
+        .map_err(|error| refused(context, error, request.client))?;
     observe::record_sub(caller.sub.as_deref());
     context.users = context
         .credentials
         .for_caller(caller.sub.as_deref())
         .client(context.channel.clone());
     Ok(caller)
+}
+
+/// The answer to credentials that were refused: 401, unless the client has
+/// spent its read budget (its IP's, as an anonymous reader's), then 429. Bad
+/// tokens cannot be tried, nor 401s drawn, without limit.
+pub fn refused(context: &Context, error: AuthError, client: Option<SocketAddr>) -> Error {
+    let identity = limits::identity(&Caller::nobody(), client);
+    match context.limits.check(Class::Read, &identity) {
+        Ok(()) => Error::Unauthenticated(error),
+        Err(wait) => Error::Throttled(limits::wait_seconds(wait)),
+    }
 }
 
 /// Checks the caller may do what the request needs (403), then spends from its
@@ -602,62 +613,6 @@ fn absolute_url(headers: &HeaderMap, params: &[(String, String)]) -> crate::quer
 /// `/healthz`: the process is up and serving.
 pub fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
-}
-
-/// `/readyz`: 200 only when the user-service answers its health check, Redis (when
-/// configured) answers PING, and the event source is live.
-pub async fn readyz(mut context: Context, timeout: std::time::Duration) -> Response {
-    let user_service = tokio::time::timeout(
-        timeout,
-        observe::grpc(
-            "grpc.health.v1.Health/Check",
-            context
-                .health
-                .check(tonic_health::pb::HealthCheckRequest::default()),
-        ),
-    )
-    .await;
-    let user_service_ok = matches!(&user_service, Ok(Ok(r))
-        if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-    let mut checks = serde_json::Map::new();
-    checks.insert(
-        "user_service".into(),
-        json!(if user_service_ok { "ok" } else { "unavailable" }),
-    );
-    let mut ready = user_service_ok;
-    if let Some(pool) = &context.redis {
-        let redis_ok = tokio::time::timeout(timeout, async {
-            let mut conn = pool.get().await.ok()?;
-            deadpool_redis::redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .ok()
-        })
-        .await
-        .ok()
-        .flatten()
-        .is_some();
-        checks.insert(
-            "redis".into(),
-            json!(if redis_ok { "ok" } else { "unavailable" }),
-        );
-        ready &= redis_ok;
-    }
-    let events_ok = context.hub.is_live();
-    checks.insert(
-        "events".into(),
-        json!(if events_ok { "ok" } else { "unavailable" }),
-    );
-    ready &= events_ok;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(
-        status,
-        &json!({ "status": if ready { "ok" } else { "unavailable" }, "checks": checks }),
-    )
 }
 
 #[cfg(test)]

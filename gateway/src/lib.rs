@@ -19,6 +19,7 @@ pub mod limits;
 pub mod observe;
 pub mod openapi;
 pub mod query;
+pub mod readiness;
 pub mod routes;
 pub mod server;
 pub mod socket_threads;

@@ -19,7 +19,9 @@ use crate::{
     error::{Error, json_response},
     events::Hub,
     handlers::{self, ApiRequest, Context},
-    headers, limits, observe, openapi, server, upgrade, web,
+    headers, limits, observe, openapi,
+    readiness::Readiness,
+    server, upgrade, web,
     ws::{self, SocketConfig},
 };
 
@@ -95,12 +97,14 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         warp::path!("metrics").boxed(),
         warp::any().map(observe::metrics_response).boxed(),
     );
-    let ready_context = routes.context.clone();
-    let ready_timeout = routes.ready_timeout;
+    let readiness = Arc::new(Readiness::new(routes.context.clone(), routes.ready_timeout));
     let readyz = get_only(
         warp::path!("readyz").boxed(),
         warp::any()
-            .then(move || handlers::readyz(ready_context.clone(), ready_timeout))
+            .then(move || {
+                let readiness = readiness.clone();
+                async move { readiness.answer().await }
+            })
             .boxed(),
     );
 

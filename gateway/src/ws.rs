@@ -109,7 +109,7 @@ pub fn admit(
     let caller = context
         .auth
         .authenticate(token)
-        .map_err(Error::Unauthenticated)?;
+        .map_err(|error| crate::handlers::refused(context, error, client))?;
     observe::record_sub(caller.sub.as_deref());
     if !caller.read {
         return Err(Error::Forbidden);

@@ -475,6 +475,27 @@ where
     panic!("never throttled");
 }
 
+#[tokio::test]
+async fn bad_tokens_spend_the_clients_read_budget_until_429() {
+    let stack = Stack::start(&["--rate-limit-reads", "5/min"]).await;
+    let mut refused = 0;
+    let throttled = loop {
+        let reply = stack
+            .call(Some("not.a.token"), "GET", "/api/users/", None)
+            .await;
+        if reply.status == 429 {
+            break reply;
+        }
+        assert_detail(&reply, 401, INVALID);
+        refused += 1;
+        assert!(refused <= 5, "never throttled");
+    };
+    assert_eq!(refused, 5, "the client's read budget, as an anonymous reader's");
+    assert!(throttled.header("retry-after").is_some());
+    let socket = Socket::try_connect(stack.gateway.addr, "token=not.a.token", &[]).await;
+    assert_eq!(socket.err(), Some(429), "sockets spend the same budget");
+}
+
 fn retry_after(reply: &Reply) -> u64 {
     let seconds: u64 = reply
         .header("retry-after")
