@@ -490,7 +490,10 @@ async fn bad_tokens_spend_the_clients_read_budget_until_429() {
         refused += 1;
         assert!(refused <= 5, "never throttled");
     };
-    assert_eq!(refused, 5, "the client's read budget, as an anonymous reader's");
+    assert_eq!(
+        refused, 5,
+        "the client's read budget, as an anonymous reader's"
+    );
     assert!(throttled.header("retry-after").is_some());
     let socket = Socket::try_connect(stack.gateway.addr, "token=not.a.token", &[]).await;
     assert_eq!(socket.err(), Some(429), "sockets spend the same budget");
