@@ -245,7 +245,7 @@ impl Config {
             keep_alive: self.http2_keep_alive,
             max_connections: self
                 .max_connections
-                .unwrap_or_else(crate::connections::default_max_connections),
+                .unwrap_or_else(service_runtime::open_files::default_connection_cap),
         }
     }
 }

@@ -23,10 +23,6 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Descriptors kept back from the connection cap: the user-service and Redis
-/// connections, the listener, probes, files, and the runtime's own.
-const MIN_HEADROOM: u64 = 256;
-
 /// The bounds every accepted connection lives under.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -49,41 +45,6 @@ impl ConnectionLimits {
         (self.first_request.min(self.idle) / 4)
             .clamp(Duration::from_millis(20), Duration::from_secs(1))
     }
-}
-
-/// The connection cap when none is configured: the open-file limit (raised to
-/// its hard value first) less a headroom of a tenth, at least [`MIN_HEADROOM`],
-/// so accepting never runs the process out of descriptors.
-pub fn default_max_connections() -> usize {
-    let limit = raise_open_file_limit();
-    let headroom = (limit / 10).max(MIN_HEADROOM);
-    usize::try_from(limit.saturating_sub(headroom).max(limit / 2)).unwrap_or(usize::MAX)
-}
-
-/// Raises the soft open-file limit to the hard one (as Go's runtime does), and
-/// returns the limit now in force.
-fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    // RLIM_INFINITY, or a huge hard limit: what the kernel really allows.
-    limit.rlim_cur.min(1 << 20)
 }
 
 /// A connection together with its place under the cap: the place is given back
@@ -310,20 +271,5 @@ mod tests {
         assert!(registry.evict_one());
         assert!(later_token.is_cancelled());
         assert!(!registry.evict_one(), "only a busy one is left");
-    }
-
-    #[test]
-    fn the_default_cap_leaves_descriptors_to_spare() {
-        let cap = default_max_connections() as u64;
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct we pass.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
-        assert!(cap > 0 && cap + MIN_HEADROOM.min(limit.rlim_cur / 2) <= limit.rlim_cur);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod log_limit;
 pub mod metrics;
+pub mod open_files;
 pub mod request_id;
 
 use std::io::IsTerminal;

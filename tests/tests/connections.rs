@@ -325,3 +325,38 @@ async fn sockets_that_break_the_protocol_are_closed_with_its_codes() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_user_services_grpc_port_closes_silent_connections_and_caps_them() {
+    use users_proto::v1::{ListUsersRequest, user_service_client::UserServiceClient};
+
+    let flags = ["--first-request-timeout", "1s", "--max-connections", "3"].map(str::to_owned);
+    let users = UserService::start(&flags).await;
+    let addr = users.process.addr;
+    let opened = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Over the cap: closed at once, while the three are still open.
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    let refused_at = closed_within(&mut over, Duration::from_secs(5)).await;
+    let refused_after = refused_at.expect("closed at once") - opened;
+    assert!(
+        refused_after < Duration::from_millis(900),
+        "{refused_after:?}"
+    );
+    for stream in &mut silent {
+        let closed = closed_within(stream, Duration::from_secs(5)).await;
+        let after = closed.expect("a silent connection is closed") - opened;
+        assert!(
+            after >= Duration::from_millis(900),
+            "closed too early: {after:?}"
+        );
+    }
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut client = UserServiceClient::connect(users.url()).await.unwrap();
+    let listed = client.list_users(ListUsersRequest::default()).await;
+    assert!(listed.is_ok(), "{listed:?}");
+}

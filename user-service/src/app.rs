@@ -204,7 +204,13 @@ impl Application {
             .serve_with_incoming_shutdown(
                 // Nagle off: a watch stream's small frames and unary replies go out at
                 // once instead of waiting for the peer's delayed ACK.
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                crate::incoming::bounded(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    config
+                        .max_connections
+                        .unwrap_or_else(service_runtime::open_files::default_connection_cap),
+                    config.first_request_timeout,
+                ),
                 drain.clone().cancelled_owned(),
             );
         tokio::pin!(server);

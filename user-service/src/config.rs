@@ -21,6 +21,16 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
+    /// gRPC connections open at once at most; beyond, new ones are closed at
+    /// accept. Unset: the open-file limit (raised to its hard value at start) less
+    /// a tenth, at least 256 kept for the database, Redis and files.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// How long a new gRPC connection may stay silent; then it is closed.
+    #[arg(long, env = "FIRST_REQUEST_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub first_request_timeout: Duration,
+
     /// Address to serve Prometheus metrics on (plain HTTP, `GET /metrics`), apart
     /// from the gRPC port so it is never exposed with it. Port 0 binds a free
     /// port; the bound address is logged. Unset: no metrics listener.
@@ -96,6 +106,8 @@ impl Config {
     pub fn for_tests(database_url: impl Into<String>) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("a valid address"),
+            max_connections: None,
+            first_request_timeout: Duration::from_secs(20),
             metrics_listen: None,
             database_url: database_url.into(),
             durability: Durability::Full,

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod incoming;
 pub mod metrics;
 pub mod relay;
 pub mod retention;

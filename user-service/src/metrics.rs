@@ -40,6 +40,9 @@ pub const EVENTS_PUBLISHED: &str = "user_service_events_published_total";
 pub const REDIS_RECONNECTS: &str = "user_service_redis_reconnects_total";
 /// Gauge: open WatchUsers streams.
 pub const WATCHERS: &str = "user_service_watchers";
+/// Counter: gRPC connections closed at accept because `--max-connections` were
+/// open.
+pub const CONNECTIONS_REFUSED: &str = "user_service_connections_refused_total";
 
 /// `op` label of a writer batch.
 const OP_WRITE_BATCH: &str = "write_batch";
@@ -99,6 +102,13 @@ pub fn install() -> PrometheusHandle {
         "Times the relay reached Redis again after failing"
     );
     describe_gauge!(WATCHERS, Unit::Count, "Open WatchUsers streams");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "gRPC connections closed at accept: the connection cap was reached"
+    );
+    // At zero from the first scrape, so an alert never sees "absent".
+    ::metrics::counter!(CONNECTIONS_REFUSED).increment(0);
     handle
 }
 
