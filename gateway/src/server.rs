@@ -245,10 +245,11 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.first_request)
-        .max_buf_size(MAX_HEAD)
-        // Above our own cap, so that [`head_too_large`] answers 431 with the
-        // usual headers for every protocol; hyper's own 431 is the backstop.
-        .max_headers(MAX_HEADERS * 2);
+        // Both above our own caps, so that [`head_too_large`] answers 431 with
+        // the usual headers; hyper's own bare 431 is only the backstop, for
+        // heads four times over either cap.
+        .max_buf_size(MAX_HEAD * 4)
+        .max_headers(MAX_HEADERS * 4);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -772,6 +772,11 @@ async fn oversized_bodies_frames_queries_and_heads_are_refused() {
         )
         .await;
     assert_eq!(reply.status, 431);
+    assert!(
+        reply.header("x-content-type-options").is_some(),
+        "our own 431, with the security headers: {:?}",
+        reply.headers
+    );
     let reply = stack
         .call(Some(&admin), "GET", "/api/users/?limit=1000000", None)
         .await;
