@@ -35,6 +35,19 @@ use warp::{
 pub const WS_CONNECTIONS: &str = "gateway_ws_connections";
 /// Counter `{reason}`: sockets that ended, by why.
 pub const WS_CLOSED: &str = "gateway_ws_closed_total";
+/// The `reason` values of [`WS_CLOSED`] (README, "Metrics").
+pub const WS_CLOSED_REASONS: [&str; 10] = [
+    "client_closed",
+    "disconnected",
+    "ping_timeout",
+    "write_failed",
+    "too_slow",
+    "shutdown",
+    "token_expired",
+    "bad_message",
+    "no_event_source",
+    "other",
+];
 /// Counter: events fanned out to this gateway's sockets (once per event).
 pub const EVENTS_FANNED_OUT: &str = "gateway_events_fanned_out_total";
 /// Counter: frames queued to sockets (events × sockets they went to).
@@ -144,7 +157,23 @@ pub fn install() -> PrometheusHandle {
         Unit::Count,
         "Connections closed by the connection limits, by reason"
     );
-    // At zero from the first scrape, so an alert never sees "absent".
+    // At zero from the first scrape, so dashboards and alerts never see
+    // "absent": every series whose labels are known up front.
+    metrics::gauge!(WS_CONNECTIONS).set(0.0);
+    metrics::gauge!(EVENT_SOURCE_UP).set(0.0);
+    for counter in [
+        EVENTS_FANNED_OUT,
+        WS_FRAMES_QUEUED,
+        REDIS_RECONNECTS,
+        WATCH_RECONNECTS,
+        WS_RESUMES,
+        WS_RESYNCS,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    for reason in WS_CLOSED_REASONS {
+        metrics::counter!(WS_CLOSED, "reason" => reason).increment(0);
+    }
     for outcome in WRITE_FEED_WAIT_OUTCOMES {
         metrics::counter!(WRITE_FEED_WAITS, "outcome" => outcome).increment(0);
     }

@@ -207,6 +207,25 @@ async fn metrics_follow_rest_calls_socket_events_and_closes() {
 }
 
 #[tokio::test]
+async fn a_fresh_gateway_exposes_every_known_series_at_zero_from_the_first_scrape() {
+    let users = UserService::start(&[]).await;
+    let gateway = start_gateway(&users.url(), &[]).await;
+    let text = scrape(gateway.addr).await;
+    for series in [
+        "gateway_ws_connections",
+        "gateway_events_fanned_out_total",
+        "gateway_ws_frames_queued_total",
+        "gateway_ws_resyncs_total",
+        r#"gateway_ws_closed_total{reason="too_slow"}"#,
+        r#"gateway_ws_closed_total{reason="ping_timeout"}"#,
+        r#"gateway_write_feed_waits_total{outcome="timed_out"}"#,
+        r#"gateway_connections_shed_total{reason="over_cap"}"#,
+    ] {
+        assert_eq!(value(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn one_request_id_runs_from_the_http_request_into_the_user_services_logs() {
     let users = UserService::start(&[]).await;
     let gateway = start_gateway(&users.url(), &[]).await;
