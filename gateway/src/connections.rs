@@ -1,26 +1,19 @@
 //! What no connection may do, whatever it speaks: stay open without sending a
 //! request, stay open idle forever, or take a file descriptor the process does
-//! not have to spare. [`ConnectionLimits`] holds the bounds, [`Held`] ties a
-//! connection to its place under the cap (sockets keep theirs after the upgrade),
-//! [`Activity`] tells the accept loop whether a connection has earned its keep,
+//! not have to spare. [`ConnectionLimits`] holds the bounds (each connection
+//! is `service_runtime::held::Held` to its place under the cap, which sockets
+//! keep after the upgrade), [`Activity`] tells the accept loop whether a connection has earned its keep,
 //! and [`Registry`] finds the connection to close when a new one needs room.
 
 use std::{
     collections::VecDeque,
-    io,
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::OwnedSemaphorePermit,
-};
 use tokio_util::sync::CancellationToken;
 
 /// The bounds every accepted connection lives under.
@@ -44,59 +37,6 @@ impl ConnectionLimits {
     pub fn check_every(&self) -> Duration {
         (self.first_request.min(self.idle) / 4)
             .clamp(Duration::from_millis(20), Duration::from_secs(1))
-    }
-}
-
-/// A connection together with its place under the cap: the place is given back
-/// when the connection (or the WebSocket it became) is dropped.
-pub struct Held<IO> {
-    io: IO,
-    _place: OwnedSemaphorePermit,
-}
-
-impl<IO> Held<IO> {
-    pub fn new(io: IO, place: OwnedSemaphorePermit) -> Held<IO> {
-        Held { io, _place: place }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Held<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Held<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

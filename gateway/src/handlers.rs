@@ -169,20 +169,14 @@ pub fn permit_fields(caller: &Caller, fields: &NameFields, partial: bool) -> Res
 /// Answers any request under `/api/users`: every response carries `Allow`, as
 /// DRF's do.
 pub async fn users(context: Context, request: ApiRequest) -> Response {
-    let host = request.headers.get(header::HOST);
-    let (allow, result) = match request.id.as_deref() {
-        _ if host.is_some_and(|host| !context.hosts.allows(host.to_str().unwrap_or_default())) => {
-            let host = String::from_utf8_lossy(host.map(HeaderValue::as_bytes).unwrap_or_default());
-            let error = Error::BadRequest(format!(
-                "Invalid Host header: {host:?}. Add it to --allowed-hosts (ALLOWED_HOSTS)."
-            ));
-            (ALLOW_ITEM, Err(error))
-        }
-        None => (ALLOW_COLLECTION, collection(context, request).await),
-        Some(id) => {
-            let id = id.parse::<i64>().ok();
-            (ALLOW_ITEM, item(context, id, request).await)
-        }
+    let (allow, id) = match request.id.as_deref() {
+        None => (ALLOW_COLLECTION, None),
+        Some(id) => (ALLOW_ITEM, Some(id.parse::<i64>().ok())),
+    };
+    let result = match (allowed_host(&context, &request.headers), id) {
+        (Err(error), _) => Err(error),
+        (Ok(()), None) => collection(context, request).await,
+        (Ok(()), Some(id)) => item(context, id, request).await,
     };
     let mut response = result.unwrap_or_else(Error::into_response);
     response
@@ -192,6 +186,20 @@ pub async fn users(context: Context, request: ApiRequest) -> Response {
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept"));
     response
+}
+
+/// 400 when `Host` names a host the API does not answer to (it would be written
+/// into pagination links); none at all (HTTP/2 without one) is fine.
+fn allowed_host(context: &Context, headers: &HeaderMap) -> Result<(), Error> {
+    match headers.get(header::HOST) {
+        Some(host) if !context.hosts.allows(host.to_str().unwrap_or_default()) => {
+            Err(Error::BadRequest(format!(
+                "Invalid Host header: {:?}. Add it to --allowed-hosts (ALLOWED_HOSTS).",
+                String::from_utf8_lossy(host.as_bytes())
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn collection(mut context: Context, mut request: ApiRequest) -> Result<Response, Error> {

@@ -19,7 +19,7 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use service_runtime::log_limit::LogLimit;
+use service_runtime::{held::Held, log_limit::LogLimit};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
@@ -29,7 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warp::{Filter, filters::BoxedFilter, reply::Response};
 
 use crate::{
-    connections::{Activity, ConnectionLimits, Held, Registry, Verdict},
+    connections::{Activity, ConnectionLimits, Registry, Verdict},
     limits::{MAX_HEAD, MAX_HEADERS},
     observe,
 };
