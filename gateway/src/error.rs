@@ -220,7 +220,7 @@ pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Respon
     response
 }
 
-/// The gRPC status → HTTP table of DESIGN.md.
+/// The gRPC status → HTTP table (docs/rest.md, "Errors").
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Error {
         if broke_in_transport(&status) {

@@ -1,5 +1,5 @@
 //! The REST contract against the real binaries: every recorded POC answer (with
-//! DESIGN.md's deliberate differences), ETag/If-Match, pagination links, the body
+//! the deliberate differences docs/rest.md lists), ETag/If-Match, pagination links, the body
 //! cap and the OpenAPI document.
 
 use e2e::{Http, UserService, start_gateway};
@@ -90,7 +90,7 @@ async fn every_poc_vector_is_answered_as_the_poc_did_or_as_the_design_says() {
         let mut status = vector["response"]["status"].as_u64().unwrap() as u16;
         let mut expected = vector["response"]["body"].clone();
         let mut allow = vector["response"]["allow"].as_str().map(allow_set);
-        // DESIGN.md's deliberate differences, one per design_note.
+        // The deliberate differences docs/rest.md lists, one per design_note.
         match name {
             "get: non-integer id" => {
                 expected = json!({"detail": "Not found."});
@@ -122,7 +122,7 @@ async fn every_poc_vector_is_answered_as_the_poc_did_or_as_the_design_says() {
             }
             _ => {}
         }
-        // PUT is supported on the detail path (DESIGN), so Allow names it too.
+        // PUT is supported on the detail path (docs/rest.md), so Allow names it too.
         if let Some(allow) = allow.as_mut()
             && allow.contains(&"PATCH".to_owned())
         {

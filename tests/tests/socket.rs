@@ -10,7 +10,7 @@ use e2e::{
 };
 use serde_json::{Value, json};
 
-/// The `user_update` frame DESIGN.md specifies for `user` after `action`.
+/// The `user_update` frame docs/websocket.md specifies for `user` after `action`.
 fn expected_frame(seq: u64, epoch: &str, action: &str, user: &Value, changed: &[&str]) -> Value {
     json!({"type": "user_update", "seq": seq, "epoch": epoch,
            "data": {"action": action, "user": user, "changed": changed}})
