@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bare_answers;
 pub mod body;
 pub mod config;
 pub mod connections;

@@ -29,6 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warp::{Filter, filters::BoxedFilter, reply::Response};
 
 use crate::{
+    bare_answers::SecureBareAnswers,
     connections::{Activity, ConnectionLimits, Registry, Verdict},
     limits::{MAX_HEAD, MAX_HEADERS},
     observe,
@@ -200,11 +201,11 @@ struct Connection {
 async fn connect(stream: Held<TcpStream>, tls: Option<TlsAcceptor>, connection: Connection) {
     let addr = connection.addr;
     match tls {
-        None => serve(TokioIo::new(stream), connection).await,
+        None => serve(SecureBareAnswers::new(stream, false), connection).await,
         Some(tls) => {
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
             match handshake {
-                Ok(Ok(stream)) => serve(TokioIo::new(stream), connection).await,
+                Ok(Ok(stream)) => serve(SecureBareAnswers::new(stream, true), connection).await,
                 Ok(Err(error)) => tracing::debug!(%error, %addr, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
             }
@@ -212,7 +213,7 @@ async fn connect(stream: Held<TcpStream>, tls: Option<TlsAcceptor>, connection: 
     }
 }
 
-async fn serve<IO>(io: TokioIo<IO>, connection: Connection)
+async fn serve<IO>(io: SecureBareAnswers<IO>, connection: Connection)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -245,9 +246,9 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.first_request)
-        // Both above our own caps, so that [`head_too_large`] answers 431 with
-        // the usual headers; hyper's own bare 431 is only the backstop, for
-        // heads four times over either cap.
+        // Both above our own caps, so that [`head_too_large`] answers 431 as
+        // every other answer; hyper's own 431 (given the security headers by
+        // [`SecureBareAnswers`]) is only the backstop, for heads four times over.
         .max_buf_size(MAX_HEAD * 4)
         .max_headers(MAX_HEADERS * 4);
     builder
@@ -255,9 +256,10 @@ where
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.keep_alive)
         .keep_alive_timeout(limits.keep_alive)
-        .max_header_list_size(MAX_HEAD as u32)
+        // As for HTTP/1.1: over this, h2 itself answers a bare 431.
+        .max_header_list_size((MAX_HEAD * 4) as u32)
         .max_concurrent_streams(128);
-    let connection = builder.serve_connection_with_upgrades(io, service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let mut check = tokio::time::interval(limits.check_every());
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

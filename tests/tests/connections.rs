@@ -225,7 +225,7 @@ async fn healthz_is_served_while_silent_connections_hold_every_descriptor() {
 }
 
 #[tokio::test]
-async fn more_than_64_headers_get_431_with_the_security_headers_over_http1_and_h2c() {
+async fn heads_over_the_caps_get_431_with_the_security_headers_over_http1_and_h2c() {
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -237,11 +237,13 @@ async fn more_than_64_headers_get_431_with_the_security_headers_over_http1_and_h
         let client = Client::builder(TokioExecutor::new())
             .http2_only(h2c)
             .build_http::<Full<Bytes>>();
-        for (headers, expected) in [(60, 200), (100, 431)] {
+        // (headers, bytes in one of them, the status): over 64 headers, or a
+        // head over 16 KiB (under hyper's and h2's own limits, set 4× higher).
+        for (headers, size, expected) in [(60, 1, 200), (100, 1, 431), (2, 20 * 1024, 431)] {
             let mut request = http::Request::get(format!("http://{}/api/users/", gateway.addr));
             // The client adds `host` over HTTP/1.1 (`:authority` over h2).
             for i in 0..headers - usize::from(!h2c) {
-                request = request.header(format!("x-padding-{i}"), "v");
+                request = request.header(format!("x-padding-{i}"), "v".repeat(size));
             }
             let request = request.body(Full::new(Bytes::new())).unwrap();
             let response = tokio::time::timeout(STEP_TIMEOUT, client.request(request))
@@ -257,6 +259,48 @@ async fn more_than_64_headers_get_431_with_the_security_headers_over_http1_and_h
                 );
             }
         }
+    }
+}
+
+/// Sends raw bytes and reads the answer until the gateway closes.
+async fn answer_to(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The gateway may answer and close before taking all of a huge head.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(STEP_TIMEOUT, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no close in time after {answer:?}");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn answers_hyper_writes_itself_carry_the_security_headers_too() {
+    let users = UserService::start(&[]).await;
+    let gateway = start_gateway(&users.url(), &[]).await;
+    Http::new(gateway.addr).wait_ready().await;
+    let many_headers: String = (0..300).map(|i| format!("x-{i}: v\r\n")).collect();
+    let huge_header = format!("x-padding: {}\r\n", "h".repeat(80 * 1024));
+    let cases = [
+        (
+            "a head that does not parse",
+            "no colon here\r\n".to_owned(),
+            "400",
+        ),
+        ("300 headers (over hyper's 256)", many_headers, "431"),
+        ("an 80 KiB head (over hyper's 64 KiB)", huge_header, "431"),
+    ];
+    for (case, headers, status) in cases {
+        let request = format!("GET /api/users/ HTTP/1.1\r\nhost: localhost\r\n{headers}\r\n");
+        let answer = answer_to(gateway.addr, request.as_bytes()).await;
+        let (head, _) = answer.split_once("\r\n\r\n").expect("a whole head");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{case}: {head}"
+        );
+        for line in ["x-content-type-options: nosniff", "x-frame-options: DENY"] {
+            assert!(head.contains(line), "{case}: no {line} in {head}");
+        }
+        assert!(head.contains("content-security-policy: "), "{case}: {head}");
     }
 }
 
