@@ -2,6 +2,7 @@
 //! operators see one behaviour: how logs are written, which signals stop them, how
 //! metrics are exposed and how request ids look.
 
+pub mod backoff;
 pub mod held;
 pub mod log_limit;
 pub mod metrics;

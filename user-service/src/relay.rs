@@ -20,6 +20,7 @@ use std::{
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
 use prost::Message;
+use service_runtime::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -35,8 +36,6 @@ pub const CURSOR_UNKNOWN: u64 = u64::MAX;
 const BATCH: u32 = 256;
 /// How often an idle relay checks that the stream still holds what it published.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// The cursor is recorded in the database at least once this many events...
 const RECORD_EVERY: u64 = 256;
 /// ...or this long, whichever comes first (and whenever the relay is idle).
@@ -150,13 +149,13 @@ impl Relay {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(BACKOFF_CAP) => {}
+                _ = tokio::time::sleep(Backoff::CAP) => {}
             }
         };
         self.set_cursor(cursor);
         self.recorded = (cursor, Instant::now());
         let mut head = self.store.watch_head();
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new();
         let mut failing = false;
         loop {
             let wait = match self.step().await {
@@ -166,7 +165,7 @@ impl Relay {
                         ::metrics::counter!(metrics::REDIS_RECONNECTS).increment(1);
                     }
                     failing = false;
-                    backoff = BACKOFF_START;
+                    backoff.reset();
                     if more { Duration::ZERO } else { IDLE_CHECK }
                 }
                 Err(error) => {
@@ -174,9 +173,7 @@ impl Relay {
                         tracing::warn!(%error, "relay: cannot publish to Redis; events wait in the outbox");
                     }
                     failing = true;
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                    wait
+                    backoff.next_wait()
                 }
             };
             let cursor = self.cursor;

@@ -465,40 +465,6 @@ pub fn resync_json(seq: u64, epoch: &str) -> String {
     serde_json::json!({ "type": "resync", "seq": seq, "epoch": epoch }).to_string()
 }
 
-/// Capped exponential backoff for reconnecting sources.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const START: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_secs(5);
-
-    /// Starts at the smallest wait.
-    pub fn new() -> Backoff {
-        Backoff { next: Self::START }
-    }
-
-    /// The wait before the next attempt; doubles up to the cap.
-    pub fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(Self::CAP);
-        wait
-    }
-
-    /// After a success, start small again.
-    pub fn reset(&mut self) {
-        self.next = Self::START;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,14 +673,5 @@ mod tests {
     fn a_queued_frame_is_a_pointer() {
         // Each socket's queue allocates 32 of these up front.
         assert!(std::mem::size_of::<Outbound>() <= 16);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let mut backoff = Backoff::new();
-        let waits: Vec<_> = (0..8).map(|_| backoff.next_wait()).collect();
-        assert_eq!(waits[0], Duration::from_millis(100));
-        assert_eq!(waits[1], Duration::from_millis(200));
-        assert_eq!(*waits.last().unwrap(), Duration::from_secs(5));
     }
 }

@@ -14,7 +14,9 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use users_proto::v1 as pb;
 
-use super::{Backoff, Hub, watch};
+use service_runtime::backoff::Backoff;
+
+use super::{Hub, watch};
 
 /// How long one `XREAD` blocks; an idle stream is re-checked this often.
 const BLOCK: Duration = Duration::from_secs(2);

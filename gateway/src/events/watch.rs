@@ -10,7 +10,9 @@ use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 use users_proto::{metadata, v1 as pb};
 
-use super::{Backoff, Hub};
+use service_runtime::backoff::Backoff;
+
+use super::Hub;
 use crate::upstream::UsersClient;
 
 /// An open WatchUsers stream and what its metadata said.
