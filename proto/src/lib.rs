@@ -1,84 +1,24 @@
-//! The wire contract of the users service, generated from `users/v1/users.proto`.
+//! The wire contract of the users service: the users.v1 API generated from
+//! `users/v1/users.proto`, and every name and format outside the .proto that the
+//! user-service and the gateway must agree on.
 //!
-//! Both the user-service (server) and the gateway (client) depend on this crate, so
-//! the contract is written once.
+//! Both services depend on this crate and neither on the other, so whatever one
+//! side writes and the other reads is defined here once, with its writer and its
+//! reader side by side and a test that one reads what the other writes:
+//! [`metadata`] (gRPC response metadata), [`errors`] (the google.rpc.ErrorInfo
+//! of refused calls) and [`stream`] (the Redis stream of events).
 
-/// Package `users.v1`: messages, `user_service_client` and `user_service_server`.
+/// Package `users.v1`: messages, `user_service_client` and `user_service_server`,
+/// generated so that neither service can hand-write a message the other misreads.
 pub mod v1 {
     tonic::include_proto!("users.v1");
 }
+
+pub mod errors;
+pub mod metadata;
+pub mod stream;
 
 /// The encoded `FileDescriptorSet` of the users API and its imports, for gRPC
 /// reflection (so `grpcurl list` works with no .proto at hand).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/users_descriptor.bin"));
-
-/// Response metadata both services agree on: the user-service writes it, the
-/// gateway reads it. Each key's writer and reader sit side by side here, so the
-/// two sides cannot drift apart.
-pub mod metadata {
-    use tonic::metadata::{MetadataMap, MetadataValue};
-
-    /// On WatchUsers: the database's epoch.
-    pub const EPOCH: &str = "x-users-epoch";
-    /// On WatchUsers: the newest seq when the stream opened.
-    pub const HEAD_SEQ: &str = "x-users-head-seq";
-    /// On CreateUser, UpdateUser and DeleteUser: the seq of the event the write
-    /// recorded, so a caller can wait until that event has reached it. Absent when
-    /// the write recorded none (an update that changed no value).
-    pub const SEQ: &str = "x-users-seq";
-
-    /// Sets `key` to a seq.
-    pub fn set_seq(metadata: &mut MetadataMap, key: &'static str, seq: u64) {
-        metadata.insert(key, MetadataValue::from(seq));
-    }
-
-    /// The seq under `key`; `None` when absent or not a number.
-    pub fn seq(metadata: &MetadataMap, key: &str) -> Option<u64> {
-        metadata.get(key)?.to_str().ok()?.parse().ok()
-    }
-
-    /// Sets the epoch; an epoch that is no valid metadata value (never one the
-    /// user-service makes) is left out rather than sent mangled.
-    pub fn set_epoch(metadata: &mut MetadataMap, epoch: &str) {
-        if let Ok(value) = MetadataValue::try_from(epoch) {
-            metadata.insert(EPOCH, value);
-        }
-    }
-
-    /// The epoch; empty when absent (the caller then has none to check).
-    pub fn epoch(metadata: &MetadataMap) -> String {
-        metadata
-            .get(EPOCH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn what_one_side_writes_the_other_reads() {
-            let mut metadata = MetadataMap::new();
-            set_seq(&mut metadata, SEQ, 42);
-            set_seq(&mut metadata, HEAD_SEQ, u64::MAX);
-            set_epoch(&mut metadata, "0f6c2b1e-epoch");
-            assert_eq!(seq(&metadata, SEQ), Some(42));
-            assert_eq!(seq(&metadata, HEAD_SEQ), Some(u64::MAX));
-            assert_eq!(epoch(&metadata), "0f6c2b1e-epoch");
-        }
-
-        #[test]
-        fn absent_or_garbled_values_read_as_none() {
-            let mut metadata = MetadataMap::new();
-            assert_eq!(seq(&metadata, SEQ), None);
-            assert_eq!(epoch(&metadata), "");
-            metadata.insert(SEQ, MetadataValue::from_static("12a"));
-            assert_eq!(seq(&metadata, SEQ), None);
-            set_epoch(&mut metadata, "bad\nvalue");
-            assert_eq!(epoch(&metadata), "");
-        }
-    }
-}
