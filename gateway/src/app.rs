@@ -11,20 +11,20 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::Endpoint;
 
 use crate::{
-    auth::Authenticator,
     config::Config,
-    connections::ConnectionLimits,
-    cors::Cors,
     events::{self, Hub},
-    handlers::Context,
-    hosts::AllowedHosts,
-    limits::Limits,
-    routes::{self, Routes},
-    server,
-    socket_threads::SocketThreads,
-    tls,
+    http::routes::{self, Routes},
+    security::{
+        auth::{AuthMode, Authenticator},
+        cors::Cors,
+        hosts::AllowedHosts,
+        limits::Limits,
+        tls,
+    },
+    server::{self, connections::ConnectionLimits},
+    state::AppState,
     upstream::{Credentials, UsersClient},
-    ws::SocketConfig,
+    ws::{self, socket::SocketConfig, threads::SocketThreads},
 };
 
 /// How long the event source gets to stop after the sockets have.
@@ -37,7 +37,7 @@ const WATCH_KEEP_ALIVE: Duration = Duration::from_secs(10);
 pub struct Application {
     config: Config,
     listener: TcpListener,
-    context: Context,
+    state: AppState,
     watch_client: UsersClient,
     redis: Option<deadpool_redis::redis::Client>,
     tls: Option<TlsAcceptor>,
@@ -92,8 +92,7 @@ impl Application {
             usize::try_from(config.replay_window).unwrap_or(usize::MAX),
             usize::try_from(config.ws_queue).unwrap_or(usize::MAX),
         ));
-        let context = Context {
-            users: credentials.client(rest_channel.clone()),
+        let state = AppState {
             channel: rest_channel.clone(),
             credentials: credentials.clone(),
             auth,
@@ -122,7 +121,7 @@ impl Application {
             socket_threads,
             config,
             listener,
-            context,
+            state,
             watch_client: credentials.client(watch_channel),
             redis,
             tls,
@@ -141,14 +140,14 @@ impl Application {
         let Application {
             config,
             listener,
-            context,
+            state,
             watch_client,
             redis,
             tls,
             socket_threads,
             connection_limits,
         } = self;
-        let hub = context.hub.clone();
+        let hub = state.hub.clone();
         let stop_source = CancellationToken::new();
         let stop_serving = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -173,23 +172,28 @@ impl Application {
             )),
         };
 
+        let cors = Cors::new(&config.cors_allow_origins);
         let filter = routes::build(Routes {
-            context,
-            hub: hub.clone(),
-            sockets: SocketConfig {
-                ping_interval: config.ws_ping_interval,
-                ping_timeout: config.ws_ping_timeout,
+            sockets: ws::Endpoint {
+                state: state.clone(),
+                cors: cors.clone(),
+                hub: hub.clone(),
+                sockets: SocketConfig {
+                    ping_interval: config.ws_ping_interval,
+                    ping_timeout: config.ws_ping_timeout,
+                },
+                shutdown: stop_serving.clone(),
+                tracker: tracker.clone(),
+                runtime: socket_threads.handle().clone(),
             },
-            shutdown: stop_serving.clone(),
-            tracker: tracker.clone(),
-            socket_runtime: socket_threads.handle().clone(),
+            state,
             web_dir: config.web_dir.clone(),
             ready_timeout: config.connect_timeout,
-            cors: Cors::new(&config.cors_allow_origins),
+            cors,
             https: tls.is_some(),
         });
         let listen = listener.local_addr()?;
-        if config.auth.auth == crate::auth::AuthMode::None {
+        if config.auth.auth == AuthMode::None {
             tracing::warn!(
                 "AUTHENTICATION IS OFF (--auth none): anyone who can reach {listen} may read \
                  and change every user. For local development only."

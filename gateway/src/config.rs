@@ -6,9 +6,11 @@ use clap::Parser;
 pub use service_runtime::LogFormat;
 
 use crate::{
-    auth::AuthConfig,
-    connections::ConnectionLimits,
-    limits::{LimitSettings, RateSetting},
+    security::{
+        auth::AuthConfig,
+        limits::{LimitSettings, RateSetting},
+    },
+    server::connections::ConnectionLimits,
 };
 
 /// The gateway: the POC's REST API and WebSocket feed in front of the user-service.
@@ -257,7 +259,7 @@ impl Config {
         let mut config = Config::try_parse_from(["gateway"]).expect("the defaults parse");
         config.listen = "127.0.0.1:0".parse().expect("a valid address");
         config.user_service_url = user_service_url.into();
-        config.auth.auth = crate::auth::AuthMode::None;
+        config.auth.auth = crate::security::auth::AuthMode::None;
         config
     }
 }

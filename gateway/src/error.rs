@@ -10,12 +10,31 @@ use warp::{
     reply::Response,
 };
 
-use crate::auth::{self, AuthError};
-
 /// The generic detail of a 500; DRF's own words.
 pub const MSG_SERVER_ERROR: &str = "A server error occurred.";
 /// The detail of a 404, as DRF words it.
 pub const MSG_NOT_FOUND: &str = "Not found.";
+
+/// DRF's detail when no credentials came with the request.
+pub const MSG_NOT_PROVIDED: &str = "Authentication credentials were not provided.";
+/// The detail for a token that is malformed, forged, expired, not yet valid, for
+/// another audience or issuer (SimpleJWT's words; the reason is only logged).
+pub const MSG_INVALID_TOKEN: &str = "Given token not valid for any token type";
+/// DRF's detail for an authenticated caller without the permission.
+pub const MSG_FORBIDDEN: &str = "You do not have permission to perform this action.";
+/// The `WWW-Authenticate` of every 401, as SimpleJWT's `authenticate_header`.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
+
+/// Why a request is not authenticated (both are 401).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer token at all.
+    #[error("no credentials")]
+    Missing,
+    /// A token that does not verify; the reason is for the logs only.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
 
 /// Everything a request can fail with. Each variant's doc names its status.
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +146,12 @@ impl Error {
             Error::BadRequest(message) => json!({ "detail": message }),
             Error::NotFound => json!({ "detail": MSG_NOT_FOUND }),
             Error::Unauthenticated(AuthError::Missing) => {
-                json!({ "detail": auth::MSG_NOT_PROVIDED })
+                json!({ "detail": MSG_NOT_PROVIDED })
             }
             Error::Unauthenticated(AuthError::Invalid(_)) => {
-                json!({ "detail": auth::MSG_INVALID_TOKEN })
+                json!({ "detail": MSG_INVALID_TOKEN })
             }
-            Error::Forbidden => json!({ "detail": auth::MSG_FORBIDDEN }),
+            Error::Forbidden => json!({ "detail": MSG_FORBIDDEN }),
             Error::OriginRefused => {
                 json!({ "detail": "This origin may not open a socket here." })
             }
@@ -193,7 +212,7 @@ impl Error {
             Error::Unauthenticated(_) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(auth::WWW_AUTHENTICATE),
+                    HeaderValue::from_static(WWW_AUTHENTICATE),
                 );
             }
             Error::Throttled(wait) => {

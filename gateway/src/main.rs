@@ -1,8 +1,8 @@
 use clap::Parser;
 use gateway::{
     Application, Config,
-    auth::{self, Mint},
     config::Command,
+    security::mint::{self, Mint},
 };
 use service_runtime::{init_logging, shutdown_signal};
 
@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
             read_only: *read_only,
             fields: fields.clone(),
         };
-        println!("{}", auth::mint(&config.auth, &mint)?);
+        println!("{}", mint::mint(&config.auth, &mint)?);
         return Ok(());
     }
     init_logging(config.log_format);

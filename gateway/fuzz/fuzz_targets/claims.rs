@@ -13,7 +13,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::Parser;
 use gateway::{
     Config,
-    auth::{Authenticator, LATEST_TIME},
+    security::auth::{Authenticator, LATEST_TIME},
 };
 use jsonwebtoken::{Algorithm, EncodingKey};
 use libfuzzer_sys::fuzz_target;
@@ -56,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(claims) = serde_json::from_slice::<serde_json::Value>(claims) else {
         return;
     };
-    let exp = claims["exp"].as_u64().expect("an accepted exp is a whole number");
+    let exp = claims["exp"]
+        .as_u64()
+        .expect("an accepted exp is a whole number");
     assert!(exp <= LATEST_TIME);
     match &claims["fields"] {
         serde_json::Value::Null => assert!(claims.get("fields").is_none(), "fields: null accepted"),

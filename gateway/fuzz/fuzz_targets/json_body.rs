@@ -7,9 +7,12 @@
 #![no_main]
 
 use gateway::{
-    auth::Caller,
-    handlers::{permit_fields, to_proto, update_paths},
-    json::{FieldValue, parse_name_fields},
+    http::{
+        access::permit_fields,
+        fields::{FieldValue, parse_name_fields},
+        users::{to_proto, update_paths},
+    },
+    security::auth::Caller,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
@@ -21,11 +24,16 @@ fuzz_target!(|data: &[u8]| {
     };
     // What serde_json alone makes of the same bytes must agree on strings.
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data) {
-        for (name, field) in [("first_name", &fields.first_name), ("last_name", &fields.last_name)] {
+        for (name, field) in [
+            ("first_name", &fields.first_name),
+            ("last_name", &fields.last_name),
+        ] {
             match (map.get(name), field) {
                 (None, None) => {}
                 (Some(serde_json::Value::String(s)), Some(FieldValue::Text(t))) => assert_eq!(s, t),
-                (Some(serde_json::Value::String(_)), other) => panic!("{name}: a string became {other:?}"),
+                (Some(serde_json::Value::String(_)), other) => {
+                    panic!("{name}: a string became {other:?}")
+                }
                 (Some(_), Some(_)) => {}
                 (value, field) => panic!("{name}: {value:?} vs {field:?}"),
             }
@@ -46,8 +54,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let paths = update_paths(&fields, true);
-    assert_eq!(paths.contains(&"first_name".to_owned()), fields.first_name.is_some());
-    assert_eq!(paths.contains(&"last_name".to_owned()), fields.last_name.is_some());
+    assert_eq!(
+        paths.contains(&"first_name".to_owned()),
+        fields.first_name.is_some()
+    );
+    assert_eq!(
+        paths.contains(&"last_name".to_owned()),
+        fields.last_name.is_some()
+    );
     assert_eq!(update_paths(&fields, false).len(), 2);
 
     let mut first_only = Caller::anonymous();
@@ -65,5 +79,8 @@ fuzz_target!(|data: &[u8]| {
         expected_version: None,
     };
     let bytes = request.encode_to_vec();
-    assert_eq!(pb::UpdateUserRequest::decode(bytes.as_slice()).unwrap(), request);
+    assert_eq!(
+        pb::UpdateUserRequest::decode(bytes.as_slice()).unwrap(),
+        request
+    );
 });

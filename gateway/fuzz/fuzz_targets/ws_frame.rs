@@ -6,9 +6,9 @@
 
 use std::io::{self, Cursor, Read, Write};
 
-use gateway::{
-    upgrade::socket_config,
-    ws::{MAX_INBOUND, reply_to},
+use gateway::ws::{
+    socket::reply_to,
+    upgrade::{MAX_INBOUND, socket_config},
 };
 use libfuzzer_sys::fuzz_target;
 use tungstenite::{

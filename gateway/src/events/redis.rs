@@ -1,6 +1,6 @@
 //! The Redis event source: reads the relay's stream with `XREAD BLOCK` on a
 //! dedicated connection (no response timeout, which would poison a pooled one),
-//! from the last id it saw. On any Redis failure it reconnects with capped backoff
+//! from the last id it saw. On any Redis failure it reconnects (see [`super::source`])
 //! and continues from that id, so nothing is skipped; a seq gap is backfilled from
 //! WatchUsers, and an epoch change (another database) resyncs every socket.
 
@@ -14,9 +14,11 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use users_proto::v1 as pb;
 
-use service_runtime::backoff::Backoff;
-
-use super::{Hub, watch};
+use super::{
+    Hub,
+    source::{self, Source, Stopped},
+    watch,
+};
 
 /// How long one `XREAD` blocks; an idle stream is re-checked this often.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -50,27 +52,15 @@ pub async fn run(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) {
-    let mut follower = Follower {
+    let follower = Follower {
         source,
         users,
-        hub,
+        hub: hub.clone(),
         position: None,
-        backoff: Backoff::new(),
+        connected: false,
         connected_before: false,
     };
-    loop {
-        let error = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            error = follower.follow() => error,
-        };
-        follower.hub.set_live(false);
-        tracing::warn!(%error, "events: reading the Redis stream failed; reconnecting");
-        let wait = follower.backoff.next_wait();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
+    source::run(follower, hub, shutdown).await;
 }
 
 struct Follower {
@@ -79,19 +69,29 @@ struct Follower {
     hub: Arc<Hub>,
     /// `(epoch, last seq)`; `None` until the window is filled (again).
     position: Option<(String, u64)>,
-    backoff: Backoff,
+    /// This attempt got connected and live.
+    connected: bool,
     /// A connection was made before: the next one is a reconnection.
     connected_before: bool,
 }
 
-impl Follower {
-    async fn follow(&mut self) -> anyhow::Error {
-        match self.try_follow().await {
+impl Source for Follower {
+    const NAME: &'static str = "redis";
+
+    async fn follow(&mut self) -> Stopped {
+        self.connected = false;
+        let error = match self.try_follow().await {
             Ok(never) => match never {},
             Err(error) => error,
+        };
+        Stopped {
+            error,
+            connected: self.connected,
         }
     }
+}
 
+impl Follower {
     async fn try_follow(&mut self) -> anyhow::Result<std::convert::Infallible> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
@@ -109,7 +109,7 @@ impl Follower {
             self.fill_window(&mut conn).await?;
         }
         self.hub.set_live(true);
-        self.backoff.reset();
+        self.connected = true;
         loop {
             let (epoch, last) = self.position.clone().expect("filled above");
             let entries = self.read(&mut conn, last).await?;

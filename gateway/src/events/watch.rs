@@ -1,5 +1,5 @@
 //! The WatchUsers event source (no Redis): follows the user-service's stream and
-//! reconnects with `since_seq` = the last seq it saw, so nothing is skipped. Also
+//! reconnects (see [`super::source`]) with `since_seq` = the last seq it saw, so nothing is skipped. Also
 //! the backfill the Redis source uses when it sees a gap.
 
 use std::{sync::Arc, time::Duration};
@@ -10,9 +10,10 @@ use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 use users_proto::{metadata, v1 as pb};
 
-use service_runtime::backoff::Backoff;
-
-use super::Hub;
+use super::{
+    Hub,
+    source::{self, Source, Stopped},
+};
 use crate::upstream::UsersClient;
 
 /// An open WatchUsers stream and what its metadata said.
@@ -83,33 +84,16 @@ async fn open_for_window(client: &UsersClient, window: u64) -> Result<Opened, St
     open_tail(client, window).await
 }
 
-/// Follows WatchUsers until `shutdown`, reconnecting with capped backoff.
+/// Follows WatchUsers until `shutdown`.
 pub async fn run(client: UsersClient, hub: Arc<Hub>, shutdown: CancellationToken) {
-    let mut follower = Follower {
+    let follower = Follower {
         client,
-        hub,
+        hub: hub.clone(),
         position: None,
-        backoff: Backoff::new(),
+        connected: false,
         opened_before: false,
     };
-    loop {
-        let stopped = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            stopped = follower.follow() => stopped,
-        };
-        follower.hub.set_live(false);
-        if is_position_lost(&stopped) {
-            tracing::warn!(error = %stopped, "events: our position in the user-service's log is gone; resyncing");
-            follower.position = None;
-        } else {
-            tracing::warn!(error = %stopped, "events: WatchUsers stream failed; reconnecting");
-        }
-        let wait = follower.backoff.next_wait();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
+    source::run(follower, hub, shutdown).await;
 }
 
 struct Follower {
@@ -117,14 +101,32 @@ struct Follower {
     hub: Arc<Hub>,
     /// `(epoch, last seq)`; `None` until the window is filled (again).
     position: Option<(String, u64)>,
-    backoff: Backoff,
+    /// This attempt opened a stream.
+    connected: bool,
     /// A stream was opened before: the next one is a reconnection.
     opened_before: bool,
 }
 
+impl Source for Follower {
+    const NAME: &'static str = "watch";
+
+    async fn follow(&mut self) -> Stopped {
+        self.connected = false;
+        let status = self.follow_stream().await;
+        if is_position_lost(&status) {
+            tracing::warn!(error = %status, "events: our position in the user-service's log is gone; resyncing");
+            self.position = None;
+        }
+        Stopped {
+            error: status.into(),
+            connected: self.connected,
+        }
+    }
+}
+
 impl Follower {
     /// Follows one stream until it fails.
-    async fn follow(&mut self) -> Status {
+    async fn follow_stream(&mut self) -> Status {
         let (mut events, fill_until) = match &self.position {
             Some((epoch, last)) => match open(&self.client, *last, epoch).await {
                 Ok(opened) => (opened.events, 0),
@@ -147,7 +149,7 @@ impl Follower {
         {
             self.hub.set_live(true);
         }
-        self.backoff.reset();
+        self.connected = true;
         if self.opened_before {
             metrics::counter!(crate::observe::WATCH_RECONNECTS).increment(1);
         }

@@ -1,42 +1,40 @@
-//! The warp filters: which path goes to which handler, the body cap, and the one
-//! `recover` that turns every rejection into the documented JSON error. Handlers
-//! live in `handlers` and `ws`; this module only routes.
+//! The warp filters: which path goes to which handler, the caps on heads and
+//! query strings, and the one `recover` that turns every rejection into the
+//! documented JSON error. Handlers live beside this module and in [`crate::ws`];
+//! this module only routes.
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
 
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warp::{
     Filter, Rejection,
     filters::BoxedFilter,
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     path::Tail,
-    reply::{Reply, Response},
+    reply::Response,
 };
 
 use crate::{
-    body,
-    cors::Cors,
     error::{Error, json_response},
-    events::Hub,
-    handlers::{self, ApiRequest, Context},
-    headers, limits, observe, openapi,
-    readiness::Readiness,
-    server, upgrade, web,
-    ws::{self, SocketConfig},
+    http::{
+        body, openapi,
+        readiness::{self, Readiness},
+        users::{self, ApiRequest},
+        web,
+    },
+    observe,
+    security::{cors::Cors, headers, limits},
+    server,
+    state::AppState,
+    ws::{self, upgrade},
 };
 
 /// Everything the routes need.
 #[derive(Clone)]
 pub struct Routes {
-    pub context: Context,
-    pub hub: Arc<Hub>,
-    pub sockets: SocketConfig,
-    /// Cancelled at shutdown: every socket closes with 1001.
-    pub shutdown: CancellationToken,
-    /// Tracks socket tasks, so shutdown can wait for them to finish.
-    pub tracker: TaskTracker,
-    /// Where socket tasks run ([`crate::socket_threads`]).
-    pub socket_runtime: tokio::runtime::Handle,
+    pub state: AppState,
+    /// Answers socket handshakes.
+    pub sockets: ws::Endpoint,
+    /// Serve the page from this directory instead of the embedded copy.
     pub web_dir: Option<PathBuf>,
     /// How long `/readyz` waits for each dependency.
     pub ready_timeout: std::time::Duration,
@@ -48,7 +46,7 @@ pub struct Routes {
 
 /// The whole HTTP surface.
 pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
-    let context = routes.context.clone();
+    let state = routes.state.clone();
     let users = warp::path("api")
         .and(warp::path("users"))
         .and(warp::path::tail())
@@ -64,11 +62,11 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
                   headers: HeaderMap,
                   body,
                   client: Option<SocketAddr>| {
-                let context = context.clone();
+                let state = state.clone();
                 let rest = tail.as_str().trim_end_matches('/');
                 let id = (!rest.is_empty()).then(|| rest.to_owned());
-                handlers::users(
-                    context,
+                users::users(
+                    state,
                     ApiRequest {
                         method,
                         id,
@@ -89,7 +87,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
     );
     let healthz = get_only(
         warp::path!("healthz").boxed(),
-        warp::any().map(handlers::healthz).boxed(),
+        warp::any().map(readiness::healthz).boxed(),
     );
     // No token and no rate limit: the Ingress must not route it (README,
     // "Operating"); Prometheus scrapes the pod directly.
@@ -97,7 +95,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         warp::path!("metrics").boxed(),
         warp::any().map(observe::metrics_response).boxed(),
     );
-    let readiness = Arc::new(Readiness::new(routes.context.clone(), routes.ready_timeout));
+    let readiness = Arc::new(Readiness::new(routes.state.clone(), routes.ready_timeout));
     let readyz = get_only(
         warp::path!("readyz").boxed(),
         warp::any()
@@ -108,7 +106,7 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
             .boxed(),
     );
 
-    let socket_routes = routes.clone();
+    let endpoint = routes.sockets.clone();
     let socket = get_only(
         warp::path!("ws" / "user-updates").boxed(),
         upgrade::handshake()
@@ -116,44 +114,8 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
             .and(warp::header::headers_cloned())
             .and(server::client_addr())
             .map(
-                move |upgrade: upgrade::Handshake,
-                      query: String,
-                      headers: HeaderMap,
-                      client: Option<SocketAddr>| {
-                    let Routes {
-                        context,
-                        hub,
-                        sockets,
-                        shutdown,
-                        tracker,
-                        cors,
-                        socket_runtime,
-                        ..
-                    } = socket_routes.clone();
-                    let admitted = match ws::admit(&context, &cors, &query, &headers, client) {
-                        Ok(admitted) => admitted,
-                        Err(error) => return error.into_response(),
-                    };
-                    let subprotocol = admitted.subprotocol;
-                    let mut response = upgrade
-                        .accept(&socket_runtime, move |socket| {
-                            tracker.track_future(ws::serve(
-                                socket,
-                                hub,
-                                admitted.resume,
-                                sockets,
-                                shutdown,
-                                admitted.session,
-                            ))
-                        })
-                        .into_response();
-                    if subprotocol {
-                        response.headers_mut().insert(
-                            header::SEC_WEBSOCKET_PROTOCOL,
-                            HeaderValue::from_static("bearer"),
-                        );
-                    }
-                    response
+                move |handshake, query: String, headers: HeaderMap, client| {
+                    endpoint.open(handshake, &query, &headers, client)
                 },
             )
             .boxed(),
@@ -278,7 +240,9 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Hub;
     use std::time::Duration;
+    use tokio_util::{sync::CancellationToken, task::TaskTracker};
     use tonic::transport::Endpoint;
 
     const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -290,34 +254,35 @@ mod tests {
             .connect_timeout(Duration::from_millis(200))
             .connect_lazy();
         let hub = Arc::new(Hub::new(8, 8));
-        let credentials = crate::upstream::Credentials::default();
+        let state = AppState {
+            channel: channel.clone(),
+            credentials: crate::upstream::Credentials::default(),
+            auth: Arc::new(crate::security::auth::Authenticator::disabled()),
+            limits: Arc::new(limits::Limits::new(limits::LimitSettings::off())),
+            health: tonic_health::pb::health_client::HealthClient::new(channel),
+            redis: None,
+            hub: hub.clone(),
+            write_feed_wait: Duration::from_secs(1),
+            body_read_timeout: Duration::from_secs(1),
+            hosts: Arc::new(crate::security::hosts::AllowedHosts::new(
+                &[],
+                "127.0.0.1:8080".parse().unwrap(),
+            )),
+        };
         build(Routes {
-            context: Context {
-                users: credentials.client(channel.clone()),
-                channel: channel.clone(),
-                credentials,
-                auth: Arc::new(crate::auth::Authenticator::disabled()),
-                limits: Arc::new(crate::limits::Limits::new(
-                    crate::limits::LimitSettings::off(),
-                )),
-                health: tonic_health::pb::health_client::HealthClient::new(channel),
-                redis: None,
-                hub: hub.clone(),
-                write_feed_wait: Duration::from_secs(1),
-                body_read_timeout: Duration::from_secs(1),
-                hosts: Arc::new(crate::hosts::AllowedHosts::new(
-                    &[],
-                    "127.0.0.1:8080".parse().unwrap(),
-                )),
+            sockets: ws::Endpoint {
+                state: state.clone(),
+                cors: Cors::default(),
+                hub,
+                sockets: ws::socket::SocketConfig {
+                    ping_interval: Duration::from_secs(20),
+                    ping_timeout: Duration::from_secs(20),
+                },
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::current(),
             },
-            hub,
-            sockets: SocketConfig {
-                ping_interval: Duration::from_secs(20),
-                ping_timeout: Duration::from_secs(20),
-            },
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            socket_runtime: tokio::runtime::Handle::current(),
+            state,
             web_dir: None,
             ready_timeout: Duration::from_millis(200),
             cors: Cors::default(),

@@ -9,23 +9,23 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use warp::{http::StatusCode, reply::Response};
 
-use crate::{error::json_response, handlers::Context, observe};
+use crate::{error::json_response, observe, state::AppState};
 
 /// How long one check's answer is given to every caller.
 pub const FRESH_FOR: Duration = Duration::from_millis(250);
 
 /// The readiness check and its last answer.
 pub struct Readiness {
-    context: Context,
+    state: AppState,
     timeout: Duration,
     last: Mutex<Option<(Instant, bool, Value)>>,
 }
 
 impl Readiness {
-    /// Checks through `context`, waiting up to `timeout` for each dependency.
-    pub fn new(context: Context, timeout: Duration) -> Readiness {
+    /// Checks through `state`, waiting up to `timeout` for each dependency.
+    pub fn new(state: AppState, timeout: Duration) -> Readiness {
         Readiness {
-            context,
+            state,
             timeout,
             last: Mutex::new(None),
         }
@@ -41,7 +41,7 @@ impl Readiness {
         let (ready, body) = match fresh {
             Some(answer) => answer,
             None => {
-                let (ready, body) = check(&mut self.context.clone(), self.timeout).await;
+                let (ready, body) = check(&mut self.state.clone(), self.timeout).await;
                 *last = Some((Instant::now(), ready, body.clone()));
                 (ready, body)
             }
@@ -58,12 +58,12 @@ impl Readiness {
 
 /// `/readyz`: 200 only when the user-service answers its health check, Redis (when
 /// configured) answers PING, and the event source is live.
-async fn check(context: &mut Context, timeout: Duration) -> (bool, Value) {
+async fn check(state: &mut AppState, timeout: Duration) -> (bool, Value) {
     let user_service = tokio::time::timeout(
         timeout,
         observe::grpc(
             "grpc.health.v1.Health/Check",
-            context
+            state
                 .health
                 .check(tonic_health::pb::HealthCheckRequest::default()),
         ),
@@ -77,7 +77,7 @@ async fn check(context: &mut Context, timeout: Duration) -> (bool, Value) {
         json!(if user_service_ok { "ok" } else { "unavailable" }),
     );
     let mut ready = user_service_ok;
-    if let Some(pool) = &context.redis {
+    if let Some(pool) = &state.redis {
         let redis_ok = tokio::time::timeout(timeout, async {
             let mut conn = pool.get().await.ok()?;
             deadpool_redis::redis::cmd("PING")
@@ -95,7 +95,7 @@ async fn check(context: &mut Context, timeout: Duration) -> (bool, Value) {
         );
         ready &= redis_ok;
     }
-    let events_ok = context.hub.is_live();
+    let events_ok = state.hub.is_live();
     checks.insert(
         "events".into(),
         json!(if events_ok { "ok" } else { "unavailable" }),
@@ -103,4 +103,9 @@ async fn check(context: &mut Context, timeout: Duration) -> (bool, Value) {
     ready &= events_ok;
     let body = json!({ "status": if ready { "ok" } else { "unavailable" }, "checks": checks });
     (ready, body)
+}
+
+/// `/healthz`: the process is up and serving.
+pub fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }

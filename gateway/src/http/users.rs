@@ -2,13 +2,11 @@
 //! and the answer into DRF's JSON. Paths, methods, bodies and media types are
 //! checked here in the order DRF checks them (route, method, object, body).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use prost_types::FieldMask;
-use serde::Serialize;
 use serde_json::json;
-use tonic::transport::Channel;
 use users_proto::{metadata, v1 as pb};
 use warp::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
@@ -16,15 +14,17 @@ use warp::{
 };
 
 use crate::{
-    auth::{self, AuthError, Authenticator, Caller},
-    body::PendingBody,
     error::{Error, json_response},
-    events::Hub,
-    hosts::AllowedHosts,
-    json::{BodyError, FieldValue, NameFields, UserJson, parse_name_fields},
-    limits::{self, Class, Limits},
+    http::{
+        access::{Need, permit, permit_fields},
+        body::PendingBody,
+        fields::{BodyError, FieldValue, NameFields, parse_name_fields},
+        pagination,
+    },
     observe,
-    upstream::{Credentials, UsersClient},
+    security::auth::Caller,
+    state::{AppState, Session},
+    user_json::UserJson,
 };
 
 /// The header on write answers naming the seq of the event the write recorded.
@@ -33,40 +33,8 @@ pub const SEQ_HEADER: &str = "x-users-seq";
 pub const ALLOW_COLLECTION: &str = "GET, POST, OPTIONS";
 /// `Allow` of `/api/users/{id}/`.
 pub const ALLOW_ITEM: &str = "GET, PUT, PATCH, DELETE, OPTIONS";
-/// The most users one ListUsers call returns (the user-service's cap).
-const MAX_PAGE_SIZE: i32 = 1000;
 /// The two editable fields, in the order DRF reports them.
 const NAME_FIELDS: [&str; 2] = ["first_name", "last_name"];
-
-/// What every handler needs: the user-service, who may call, and what readiness
-/// looks at.
-#[derive(Clone)]
-pub struct Context {
-    /// The user-service client for REST calls (request timeout applies); per
-    /// request it speaks for the caller.
-    pub users: UsersClient,
-    /// The channel `users` runs on, and the gateway's credentials, from which each
-    /// request's client is made.
-    pub channel: Channel,
-    pub credentials: Credentials,
-    /// Checks bearer tokens.
-    pub auth: Arc<Authenticator>,
-    /// Rate limits and socket caps.
-    pub limits: Arc<Limits>,
-    /// The user-service's grpc.health.v1, for `/readyz`.
-    pub health: tonic_health::pb::health_client::HealthClient<Channel>,
-    /// Redis, when events come from it: `/readyz` checks it answers.
-    pub redis: Option<deadpool_redis::Pool>,
-    /// The fan-out hub: `/readyz` checks the event source is live; writes wait
-    /// on it until their event is on the feed.
-    pub hub: Arc<Hub>,
-    /// How long a write waits, at most, for its event to be on the feed.
-    pub write_feed_wait: Duration,
-    /// How long an allowed request's body may take to arrive (408 beyond).
-    pub body_read_timeout: Duration,
-    /// The `Host` names the API answers to.
-    pub hosts: Arc<AllowedHosts>,
-}
 
 /// One request to the API, as the routes collected it.
 pub struct ApiRequest {
@@ -82,101 +50,17 @@ pub struct ApiRequest {
     pub client: Option<SocketAddr>,
 }
 
-/// What a request needs of its caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Need {
-    /// `users:read`.
-    Read,
-    /// `users:write` for at least one field (which fields is checked on the body).
-    SomeWrite,
-    /// `users:write` on every field: create and delete.
-    FullWrite,
-}
-
-/// Authenticates the request (401), and makes `context.users` speak for the
-/// caller.
-fn authenticate(context: &mut Context, request: &ApiRequest) -> Result<Caller, Error> {
-    let header = request
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = auth::bearer(header);
-    let caller = context
-        .auth
-        .authenticate(token)
-        .map_err(|error| refused(context, error, request.client))?;
-    observe::record_sub(caller.sub.as_deref());
-    context.users = context
-        .credentials
-        .for_caller(caller.sub.as_deref())
-        .client(context.channel.clone());
-    Ok(caller)
-}
-
-/// The answer to credentials that were refused: 401, unless the client has
-/// spent its read budget (its IP's, as an anonymous reader's), then 429. Bad
-/// tokens cannot be tried, nor 401s drawn, without limit.
-pub fn refused(context: &Context, error: AuthError, client: Option<SocketAddr>) -> Error {
-    let identity = limits::identity(&Caller::nobody(), client);
-    match context.limits.check(Class::Read, &identity) {
-        Ok(()) => Error::Unauthenticated(error),
-        Err(wait) => Error::Throttled(limits::wait_seconds(wait)),
-    }
-}
-
-/// Checks the caller may do what the request needs (403), then spends from its
-/// rate limit (429): DRF's order.
-fn permit(
-    context: &Context,
-    request: &ApiRequest,
-    caller: &Caller,
-    need: Need,
-) -> Result<(), Error> {
-    let allowed = match need {
-        Need::Read => caller.read,
-        Need::SomeWrite => caller.write && !caller.fields.is_empty(),
-        Need::FullWrite => caller.may_write_all(),
-    };
-    if !allowed {
-        return Err(Error::Forbidden);
-    }
-    let class = if need == Need::Read {
-        Class::Read
-    } else {
-        Class::Write
-    };
-    context
-        .limits
-        .check(class, &limits::identity(caller, request.client))
-        .map_err(|wait| Error::Throttled(limits::wait_seconds(wait)))
-}
-
-/// 403 unless the caller may write every field the body (PATCH) or the method
-/// (PUT: both) changes. Runs before the user-service is asked, so nothing changes.
-pub fn permit_fields(caller: &Caller, fields: &NameFields, partial: bool) -> Result<(), Error> {
-    let written = [
-        ("first_name", fields.first_name.is_some()),
-        ("last_name", fields.last_name.is_some()),
-    ];
-    for (field, sent) in written {
-        if (sent || !partial) && !caller.may_write(field) {
-            return Err(Error::Forbidden);
-        }
-    }
-    Ok(())
-}
-
 /// Answers any request under `/api/users`: every response carries `Allow`, as
 /// DRF's do.
-pub async fn users(context: Context, request: ApiRequest) -> Response {
+pub async fn users(state: AppState, request: ApiRequest) -> Response {
     let (allow, id) = match request.id.as_deref() {
         None => (ALLOW_COLLECTION, None),
         Some(id) => (ALLOW_ITEM, Some(id.parse::<i64>().ok())),
     };
-    let result = match (allowed_host(&context, &request.headers), id) {
+    let result = match (allowed_host(&state, &request.headers), id) {
         (Err(error), _) => Err(error),
-        (Ok(()), None) => collection(context, request).await,
-        (Ok(()), Some(id)) => item(context, id, request).await,
+        (Ok(()), None) => collection(state, request).await,
+        (Ok(()), Some(id)) => item(state, id, request).await,
     };
     let mut response = result.unwrap_or_else(Error::into_response);
     response
@@ -190,9 +74,9 @@ pub async fn users(context: Context, request: ApiRequest) -> Response {
 
 /// 400 when `Host` names a host the API does not answer to (it would be written
 /// into pagination links); none at all (HTTP/2 without one) is fine.
-fn allowed_host(context: &Context, headers: &HeaderMap) -> Result<(), Error> {
+fn allowed_host(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
     match headers.get(header::HOST) {
-        Some(host) if !context.hosts.allows(host.to_str().unwrap_or_default()) => {
+        Some(host) if !state.hosts.allows(host.to_str().unwrap_or_default()) => {
             Err(Error::BadRequest(format!(
                 "Invalid Host header: {:?}. Add it to --allowed-hosts (ALLOWED_HOSTS).",
                 String::from_utf8_lossy(host.as_bytes())
@@ -202,25 +86,24 @@ fn allowed_host(context: &Context, headers: &HeaderMap) -> Result<(), Error> {
     }
 }
 
-async fn collection(mut context: Context, mut request: ApiRequest) -> Result<Response, Error> {
-    let caller = authenticate(&mut context, &request)?;
+async fn collection(state: AppState, mut request: ApiRequest) -> Result<Response, Error> {
+    let Session { caller, mut users } = state.authenticate(&request.headers, request.client)?;
+    let permit = |need| permit(&state.limits, &caller, request.client, need);
     match request.method {
         Method::GET | Method::HEAD => {
-            permit(&context, &request, &caller, Need::Read)?;
-            list(&mut context, &request).await
+            permit(Need::Read)?;
+            pagination::list(&mut users, &request.query, &request.headers).await
         }
         Method::POST => {
-            permit(&context, &request, &caller, Need::FullWrite)?;
-            let fields = read_fields(&context, &mut request).await?;
+            permit(Need::FullWrite)?;
+            let fields = read_fields(&state, &mut request).await?;
             let (user, typing) = to_proto(0, &fields);
             let created = observe::grpc(
                 "CreateUser",
-                context
-                    .users
-                    .create_user(pb::CreateUserRequest { user: Some(user) }),
+                users.create_user(pb::CreateUserRequest { user: Some(user) }),
             )
             .await;
-            let seq = on_feed(&context, &created).await;
+            let seq = on_feed(&state, &created).await;
             let user = with_typing_errors(created, typing)?;
             Ok(with_seq(
                 written_response(&caller, StatusCode::CREATED, &user),
@@ -228,7 +111,7 @@ async fn collection(mut context: Context, mut request: ApiRequest) -> Result<Res
             ))
         }
         Method::OPTIONS => {
-            permit(&context, &request, &caller, Need::Read)?;
+            permit(Need::Read)?;
             Ok(options_response("User List"))
         }
         method => Err(not_allowed(method, ALLOW_COLLECTION)),
@@ -236,31 +119,31 @@ async fn collection(mut context: Context, mut request: ApiRequest) -> Result<Res
 }
 
 async fn item(
-    mut context: Context,
+    state: AppState,
     id: Option<i64>,
     mut request: ApiRequest,
 ) -> Result<Response, Error> {
     // A path that is not an integer id is a missing page, whatever the method.
     let id = id.ok_or(Error::NotFound)?;
-    let caller = authenticate(&mut context, &request)?;
+    let Session { caller, mut users } = state.authenticate(&request.headers, request.client)?;
+    let permit = |need| permit(&state.limits, &caller, request.client, need);
     match request.method {
         Method::GET | Method::HEAD => {
-            permit(&context, &request, &caller, Need::Read)?;
-            let user = observe::grpc("GetUser", context.users.get_user(pb::GetUserRequest { id }))
+            permit(Need::Read)?;
+            let user = observe::grpc("GetUser", users.get_user(pb::GetUserRequest { id }))
                 .await?
                 .into_inner();
             Ok(user_response(StatusCode::OK, &user))
         }
         Method::PATCH | Method::PUT => {
-            permit(&context, &request, &caller, Need::SomeWrite)?;
+            permit(Need::SomeWrite)?;
             let partial = request.method == Method::PATCH;
             let expected_version = if_match(&request.headers)?;
-            let fields = match read_fields(&context, &mut request).await {
+            let fields = match read_fields(&state, &mut request).await {
                 Ok(fields) => fields,
                 Err(error) => {
                     // DRF looks the object up before it reads the body: 404 first.
-                    observe::grpc("GetUser", context.users.get_user(pb::GetUserRequest { id }))
-                        .await?;
+                    observe::grpc("GetUser", users.get_user(pb::GetUserRequest { id })).await?;
                     return Err(error);
                 }
             };
@@ -269,14 +152,14 @@ async fn item(
             let paths = update_paths(&fields, partial);
             let updated = observe::grpc(
                 "UpdateUser",
-                context.users.update_user(pb::UpdateUserRequest {
+                users.update_user(pb::UpdateUserRequest {
                     user: Some(user),
                     update_mask: Some(FieldMask { paths }),
                     expected_version,
                 }),
             )
             .await;
-            let seq = on_feed(&context, &updated).await;
+            let seq = on_feed(&state, &updated).await;
             let user = with_typing_errors(updated, typing)?;
             Ok(with_seq(
                 written_response(&caller, StatusCode::OK, &user),
@@ -284,24 +167,24 @@ async fn item(
             ))
         }
         Method::DELETE => {
-            permit(&context, &request, &caller, Need::FullWrite)?;
+            permit(Need::FullWrite)?;
             let expected_version = if_match(&request.headers)?;
             let deleted = observe::grpc(
                 "DeleteUser",
-                context.users.delete_user(pb::DeleteUserRequest {
+                users.delete_user(pb::DeleteUserRequest {
                     id,
                     expected_version,
                 }),
             )
             .await;
-            let seq = on_feed(&context, &deleted).await;
+            let seq = on_feed(&state, &deleted).await;
             deleted?;
             let mut response = Response::new(Default::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
             Ok(with_seq(response, seq))
         }
         Method::OPTIONS => {
-            permit(&context, &request, &caller, Need::Read)?;
+            permit(Need::Read)?;
             Ok(options_response("User Instance"))
         }
         method => Err(not_allowed(method, ALLOW_ITEM)),
@@ -333,11 +216,11 @@ fn options_response(name: &str) -> Response {
 /// did; returns that event's seq. A write that recorded no event (it changed
 /// nothing) and a failed one are not held.
 async fn on_feed<T>(
-    context: &Context,
+    state: &AppState,
     answer: &Result<tonic::Response<T>, tonic::Status>,
 ) -> Option<u64> {
     let seq = metadata::seq(answer.as_ref().ok()?.metadata(), metadata::SEQ)?;
-    context.hub.wait_for_seq(seq, context.write_feed_wait).await;
+    state.hub.wait_for_seq(seq, state.write_feed_wait).await;
     Some(seq)
 }
 
@@ -398,9 +281,9 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
 /// Reads the body (once the caller may send it) and its name fields, checked as
 /// DRF's parser checks them: an empty body is `{}`; any other needs
 /// `Content-Type: application/json`.
-async fn read_fields(context: &Context, request: &mut ApiRequest) -> Result<NameFields, Error> {
+async fn read_fields(state: &AppState, request: &mut ApiRequest) -> Result<NameFields, Error> {
     let pending = std::mem::replace(&mut request.body, PendingBody::from_bytes(Bytes::new()));
-    let body = pending.read(context.body_read_timeout).await?;
+    let body = pending.read(state.body_read_timeout).await?;
     if body.is_empty() {
         return Ok(NameFields::default());
     }
@@ -501,128 +384,6 @@ fn with_typing_errors(
     Err(Error::Invalid(merged))
 }
 
-/// DRF's LimitOffsetPagination envelope.
-#[derive(Serialize)]
-struct Page {
-    count: i64,
-    next: Option<String>,
-    previous: Option<String>,
-    results: Vec<UserJson>,
-}
-
-/// GET the collection: every user as a plain array, or with a valid `?limit` one
-/// page in DRF's envelope.
-async fn list(context: &mut Context, request: &ApiRequest) -> Result<Response, Error> {
-    let params = crate::query::parse(&request.query);
-    // DRF's `max_limit`: a bigger page is lowered, not refused.
-    let limit = crate::query::last(&params, "limit")
-        .and_then(|v| positive_int(v, true))
-        .map(|limit| limit.min(limits::MAX_LIMIT));
-    let Some(limit) = limit else {
-        let (users, _) = fetch(context, 0, None).await?;
-        let users: Vec<UserJson> = users.iter().map(UserJson::from).collect();
-        return Ok(json_response(StatusCode::OK, &users));
-    };
-    let offset = crate::query::last(&params, "offset")
-        .and_then(|v| positive_int(v, false))
-        .unwrap_or(0);
-    let (users, count) = fetch(context, offset, Some(limit)).await?;
-    let url = absolute_url(&request.headers, &params);
-    let next = (offset.saturating_add(limit) < count as u64).then(|| {
-        url.with("limit", limit)
-            .with("offset", offset + limit)
-            .to_string()
-    });
-    let previous = (offset > 0).then(|| {
-        let url = url.with("limit", limit);
-        if offset <= limit {
-            url.without("offset").to_string()
-        } else {
-            url.with("offset", offset - limit).to_string()
-        }
-    });
-    let page = Page {
-        count,
-        next,
-        previous,
-        results: users.iter().map(UserJson::from).collect(),
-    };
-    Ok(json_response(StatusCode::OK, &page))
-}
-
-/// Users from `offset` on, at most `limit` (all when `None`), and how many exist.
-async fn fetch(
-    context: &mut Context,
-    offset: u64,
-    limit: Option<u64>,
-) -> Result<(Vec<pb::User>, i64), Error> {
-    let mut users = Vec::new();
-    let mut page_token = String::new();
-    let mut skip = i32::try_from(offset).unwrap_or(i32::MAX);
-    loop {
-        let wanted = limit.map_or(u64::MAX, |l| l - users.len() as u64);
-        let page_size = i32::try_from(wanted).unwrap_or(i32::MAX).min(MAX_PAGE_SIZE);
-        let page = observe::grpc(
-            "ListUsers",
-            context.users.list_users(pb::ListUsersRequest {
-                page_size,
-                page_token: std::mem::take(&mut page_token),
-                skip,
-            }),
-        )
-        .await?
-        .into_inner();
-        skip = 0;
-        users.extend(page.users);
-        let full = limit.is_some_and(|l| users.len() as u64 >= l);
-        if full || page.next_page_token.is_empty() {
-            return Ok((users, page.total_size));
-        }
-        page_token = page.next_page_token;
-    }
-}
-
-/// DRF's `_positive_int`: Python's `int()` of the text, positive when `strict`.
-fn positive_int(text: &str, strict: bool) -> Option<u64> {
-    let text = text.trim();
-    let digits = text.strip_prefix('+').unwrap_or(text);
-    let value: u64 = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse().ok()?
-    } else if digits
-        .strip_prefix('-')
-        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b == b'0'))
-    {
-        0
-    } else {
-        return None;
-    };
-    if strict && value == 0 {
-        return None;
-    }
-    Some(value)
-}
-
-/// The request's absolute URL, as Django's `build_absolute_uri` gives it.
-fn absolute_url(headers: &HeaderMap, params: &[(String, String)]) -> crate::query::Url {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-    {
-        Some("https") => "https",
-        _ => "http",
-    };
-    crate::query::Url::new(format!("{scheme}://{host}/api/users/"), params.to_vec())
-}
-
-/// `/healthz`: the process is up and serving.
-pub fn healthz() -> Response {
-    json_response(StatusCode::OK, &json!({ "status": "ok" }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,18 +404,6 @@ mod tests {
             if_match(&headers("\"abc\"")),
             Err(Error::PreconditionFailed(_))
         ));
-    }
-
-    #[test]
-    fn positive_int_follows_drf() {
-        assert_eq!(positive_int("2", true), Some(2));
-        assert_eq!(positive_int(" +7 ", true), Some(7));
-        assert_eq!(positive_int("0", true), None);
-        assert_eq!(positive_int("0", false), Some(0));
-        assert_eq!(positive_int("-0", false), Some(0));
-        assert_eq!(positive_int("-1", false), None);
-        assert_eq!(positive_int("x", false), None);
-        assert_eq!(positive_int("", false), None);
     }
 
     #[test]

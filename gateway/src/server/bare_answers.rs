@@ -1,7 +1,7 @@
 //! The security headers on the answers hyper writes by itself. When an HTTP/1.1
 //! request head does not parse, or is far over the caps (four times ours, see
 //! `server.rs`), hyper answers 400, 414 or 431 without calling any service, so
-//! [`crate::headers::secure`] never sees those answers and hyper has no hook for
+//! [`crate::security::headers::secure`] never sees those answers and hyper has no hook for
 //! them. [`SecureBareAnswers`] sits between hyper and the connection and adds the
 //! same headers to any error head (status 400 and up) that lacks them.
 //!
@@ -44,14 +44,14 @@ impl<IO> SecureBareAnswers<IO> {
     }
 }
 
-/// The security header lines (`name: value\r\n` each), as [`crate::headers::secure`]
+/// The security header lines (`name: value\r\n` each), as [`crate::security::headers::secure`]
 /// sets them, rendered once per scheme.
 fn header_lines(https: bool) -> &'static [u8] {
     static PLAIN: OnceLock<Vec<u8>> = OnceLock::new();
     static TLS: OnceLock<Vec<u8>> = OnceLock::new();
     let lines = if https { &TLS } else { &PLAIN };
     lines.get_or_init(|| {
-        let secured = crate::headers::secure(Response::default(), https);
+        let secured = crate::security::headers::secure(Response::default(), https);
         let mut lines = Vec::new();
         for (name, value) in secured.headers() {
             lines.extend_from_slice(name.as_str().as_bytes());

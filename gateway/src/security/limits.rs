@@ -252,7 +252,10 @@ impl Drop for SocketSlot {
 
 /// Whose budget a request spends: the token's `sub`, or the client's IP when the
 /// caller is anonymous.
-pub fn identity(caller: &crate::auth::Caller, client: Option<std::net::SocketAddr>) -> String {
+pub fn identity(
+    caller: &crate::security::auth::Caller,
+    client: Option<std::net::SocketAddr>,
+) -> String {
     match (&caller.sub, client) {
         (Some(sub), _) => format!("sub:{sub}"),
         (None, Some(addr)) => format!("ip:{}", addr.ip()),

@@ -19,8 +19,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
+
+use crate::error::AuthError;
 
 /// Scope that lets a caller read users and open the socket.
 pub const SCOPE_READ: &str = "users:read";
@@ -34,16 +36,6 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// The latest time a token may name (9999-12-31T23:59:59Z): `exp`, `nbf` or `iat`
 /// past it are refused, so no arithmetic on them can overflow.
 pub const LATEST_TIME: u64 = 253_402_300_799;
-
-/// DRF's detail when no credentials came with the request.
-pub const MSG_NOT_PROVIDED: &str = "Authentication credentials were not provided.";
-/// The detail for a token that is malformed, forged, expired, not yet valid, for
-/// another audience or issuer (SimpleJWT's words; the reason is only logged).
-pub const MSG_INVALID_TOKEN: &str = "Given token not valid for any token type";
-/// DRF's detail for an authenticated caller without the permission.
-pub const MSG_FORBIDDEN: &str = "You do not have permission to perform this action.";
-/// The `WWW-Authenticate` of every 401, as SimpleJWT's `authenticate_header`.
-pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
 
 /// Whether requests are authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -275,17 +267,6 @@ impl Caller {
     }
 }
 
-/// Why a request is not authenticated (both are 401).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No bearer token at all.
-    #[error("no credentials")]
-    Missing,
-    /// A token that does not verify; the reason is for the logs only.
-    #[error("invalid token: {0}")]
-    Invalid(String),
-}
-
 /// Checks tokens with the configured key; built once at start-up.
 pub struct Authenticator {
     mode: AuthMode,
@@ -406,62 +387,6 @@ fn decoding_key(config: &AuthConfig) -> anyhow::Result<DecodingKey> {
     }
 }
 
-/// What `gateway token` puts in a token.
-#[derive(Clone, Debug)]
-pub struct Mint {
-    /// The caller's identity.
-    pub sub: String,
-    /// How long the token is valid.
-    pub ttl: Duration,
-    /// Only `users:read`.
-    pub read_only: bool,
-    /// Limit writes to these fields (empty: all).
-    pub fields: Vec<String>,
-}
-
-/// Signs an HS256 token with the configured secret, for local use.
-pub fn mint(config: &AuthConfig, mint: &Mint) -> anyhow::Result<String> {
-    if config.jwt_algorithm != JwtAlgorithm::Hs256 {
-        bail!("gateway token signs HS256 only; tokens for RS256/ES256 come from their issuer");
-    }
-    let secret = config
-        .jwt_secret
-        .as_deref()
-        .context("gateway token needs the secret: --jwt-secret or JWT_SECRET")?;
-    if secret.len() < MIN_SECRET_LEN {
-        bail!("--jwt-secret must be at least {MIN_SECRET_LEN} bytes");
-    }
-    for field in &mint.fields {
-        if !EDITABLE_FIELDS.contains(&field.as_str()) {
-            bail!("--fields: {field:?} is not one of {EDITABLE_FIELDS:?}");
-        }
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_secs();
-    let scope = if mint.read_only {
-        SCOPE_READ.to_owned()
-    } else {
-        format!("{SCOPE_READ} {SCOPE_WRITE}")
-    };
-    let claims = Claims {
-        sub: mint.sub.clone(),
-        exp: now + mint.ttl.as_secs().max(1),
-        iat: Some(now),
-        nbf: None,
-        aud: config.jwt_audience.clone().map(serde_json::Value::String),
-        iss: config.jwt_issuer.clone(),
-        scope: Some(Scope::Text(scope)),
-        fields: (!mint.fields.is_empty()).then(|| serde_json::json!(mint.fields)),
-    };
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )?)
-}
-
 /// The bearer token of an `Authorization` header: `None` when there is no header
 /// or it names another scheme (as DRF does); `Some("")` for `Bearer` alone.
 pub fn bearer(authorization: Option<&str>) -> Option<&str> {
@@ -484,7 +409,9 @@ pub fn subprotocol_token(protocols: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::mint::{Mint, mint};
     use clap::Parser;
+    use jsonwebtoken::EncodingKey;
 
     #[derive(Parser)]
     struct Flags {

@@ -8,7 +8,11 @@ use warp::{
     reply::Response,
 };
 
-use crate::web::CONTENT_SECURITY_POLICY;
+/// The page's Content-Security-Policy: nothing but our own files and our own
+/// socket (`connect-src 'self'` covers same-origin `ws:`/`wss:`).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
 
 /// HSTS when serving HTTPS: one year, subdomains left alone.
 const HSTS: &str = "max-age=31536000";

@@ -28,12 +28,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warp::{Filter, filters::BoxedFilter, reply::Response};
 
+pub mod bare_answers;
+pub mod connections;
+pub mod upgrade_slot;
+
 use crate::{
-    bare_answers::SecureBareAnswers,
-    connections::{Activity, ConnectionLimits, Registry, Verdict},
-    limits::{MAX_HEAD, MAX_HEADERS},
     observe,
+    security::limits::{MAX_HEAD, MAX_HEADERS},
 };
+use bare_answers::SecureBareAnswers;
+use connections::{Activity, ConnectionLimits, Registry, Verdict};
+use upgrade_slot::UpgradeSlot;
 
 /// How long a client gets to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -229,7 +234,7 @@ where
         warp::service(filter),
         move |mut request: http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ClientAddr(addr));
-            crate::upgrade::UpgradeSlot::stash(&mut request);
+            UpgradeSlot::stash(&mut request);
             if head_too_large(&request) {
                 request.extensions_mut().insert(HeadTooLarge);
             }

@@ -16,12 +16,6 @@ use warp::{
     reply::Response,
 };
 
-/// The page's Content-Security-Policy: nothing but our own files and our own
-/// socket (`connect-src 'self'` covers same-origin `ws:`/`wss:`).
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
-
 /// One file of `web/`.
 struct Asset {
     name: &'static str,
@@ -34,7 +28,7 @@ macro_rules! asset {
         Asset {
             name: $name,
             content_type: $type,
-            body: include_bytes!(concat!("../../web/", $name)),
+            body: include_bytes!(concat!("../../../web/", $name)),
         }
     };
 }
@@ -110,7 +104,7 @@ mod tests {
 
     /// The page as served: through the security headers every answer gets.
     async fn get(path: &str) -> warp::http::Response<bytes::Bytes> {
-        let served = page(Source::Embedded).map(|r| crate::headers::secure(r, false));
+        let served = page(Source::Embedded).map(|r| crate::security::headers::secure(r, false));
         warp::test::request().path(path).reply(&served).await
     }
 

@@ -7,12 +7,9 @@
 //! [`UpgradeSlot`] (warp's extension filters need `Clone`); [`handshake`] checks
 //! the upgrade headers and [`Handshake::accept`] answers 101 and runs the socket.
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-};
+use std::future::Future;
 
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::{
     WebSocketStream,
@@ -27,38 +24,27 @@ use warp::{
     reply::Response,
 };
 
+use crate::server::upgrade_slot::UpgradeSlot;
+
 /// A server-side WebSocket on an upgraded HTTP connection.
 pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
+/// Largest client frame or message accepted (bigger ones end the socket).
+pub const MAX_INBOUND: usize = 64 * 1024;
+/// Largest write buffer per socket, beyond the queue (tungstenite's default is
+/// unbounded).
+pub const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// Bytes read from a socket at a time; bigger client frames grow the buffer for
-/// themselves (up to [`crate::ws::MAX_INBOUND`]), and clients send little.
+/// themselves (up to [`MAX_INBOUND`]), and clients send little.
 const READ_BUFFER: usize = 4 * 1024;
 
 /// The limits every socket runs with.
 pub fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(crate::ws::MAX_INBOUND))
-        .max_frame_size(Some(crate::ws::MAX_INBOUND))
-        .max_write_buffer_size(crate::ws::MAX_WRITE_BUFFER)
-}
-
-/// Hyper's upgrade handle for one request, in a form warp's `ext` filters accept.
-#[derive(Clone, Debug, Default)]
-pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
-
-impl UpgradeSlot {
-    /// Moves the upgrade handle hyper put in `request` into a slot beside it.
-    pub fn stash<B>(request: &mut http::Request<B>) {
-        if let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() {
-            let slot = UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))));
-            request.extensions_mut().insert(slot);
-        }
-    }
-
-    fn take(&self) -> Option<OnUpgrade> {
-        self.0.lock().ok()?.take()
-    }
+        .max_message_size(Some(MAX_INBOUND))
+        .max_frame_size(Some(MAX_INBOUND))
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
 }
 
 /// A request that is not a WebSocket upgrade, on the socket's path (400).

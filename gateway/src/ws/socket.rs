@@ -4,7 +4,6 @@
 //! queue overflowed is closed with 1013; at shutdown every socket gets 1001.
 
 use std::{
-    net::SocketAddr,
     sync::Arc,
     task::Poll,
     time::{Duration, SystemTime},
@@ -18,24 +17,13 @@ use tokio_tungstenite::tungstenite::{
     protocol::{CloseFrame, frame::coding::CloseCode},
 };
 use tokio_util::sync::CancellationToken;
-use warp::http::{HeaderMap, header};
 
 use crate::{
-    auth,
-    cors::Cors,
-    error::Error,
     events::{Hub, Outbound, Resume, Start},
-    handlers::Context,
-    limits::{self, Class, SocketSlot},
     observe,
-    upgrade::WebSocket,
+    ws::{admission::Lease, upgrade::WebSocket},
 };
 
-/// Largest client frame or message accepted (bigger ones end the socket).
-pub const MAX_INBOUND: usize = 64 * 1024;
-/// Largest write buffer per socket, beyond the queue (tungstenite's default is
-/// unbounded).
-pub const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// Close code: the server is going away (shutdown).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: try again later (the socket could not keep up, or no event source).
@@ -63,77 +51,6 @@ pub struct SocketConfig {
     pub ping_timeout: Duration,
 }
 
-/// What a socket was admitted with: it holds its place under the socket caps
-/// until it ends, and ends when its token does.
-#[derive(Debug, Default)]
-pub struct Session {
-    /// When the token expires (`None`: anonymous, never).
-    pub expires_at: Option<SystemTime>,
-    /// The socket's place under the caps.
-    pub slot: Option<SocketSlot>,
-}
-
-/// A handshake that passed every check.
-#[derive(Debug)]
-pub struct Admitted {
-    /// Where the socket resumes (`?since=&epoch=`).
-    pub resume: Option<Resume>,
-    /// Its place under the caps and its token's expiry.
-    pub session: Session,
-    /// The token came as `Sec-WebSocket-Protocol: bearer, <token>`: answer with
-    /// the `bearer` subprotocol.
-    pub subprotocol: bool,
-}
-
-/// Checks a handshake in order: a browser's origin (403), the token from
-/// `Sec-WebSocket-Protocol` or `?token=` (401), read permission (403), the connect
-/// rate (429), `since` (400), the socket caps (503). The token is never logged.
-pub fn admit(
-    context: &Context,
-    cors: &Cors,
-    query: &str,
-    headers: &HeaderMap,
-    client: Option<SocketAddr>,
-) -> Result<Admitted, Error> {
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &warp::http::HeaderValue| v.to_str().ok())
-    };
-    if !cors.socket_allowed(text(header::ORIGIN), text(header::HOST)) {
-        return Err(Error::OriginRefused);
-    }
-    let params = crate::query::parse(query);
-    let from_protocol = auth::subprotocol_token(text(header::SEC_WEBSOCKET_PROTOCOL));
-    let token = from_protocol.or_else(|| crate::query::last(&params, "token"));
-    let caller = context
-        .auth
-        .authenticate(token)
-        .map_err(|error| crate::handlers::refused(context, error, client))?;
-    observe::record_sub(caller.sub.as_deref());
-    if !caller.read {
-        return Err(Error::Forbidden);
-    }
-    let identity = limits::identity(&caller, client);
-    context
-        .limits
-        .check(Class::Connect, &identity)
-        .map_err(|wait| Error::Throttled(limits::wait_seconds(wait)))?;
-    let resume = parse_resume(query).map_err(Error::BadRequest)?;
-    let slot = context
-        .limits
-        .open_socket(&identity)
-        .ok_or(Error::TooManySockets)?;
-    Ok(Admitted {
-        resume,
-        session: Session {
-            expires_at: caller.expires_at,
-            slot: Some(slot),
-        },
-        subprotocol: from_protocol.is_some(),
-    })
-}
-
 /// Why a socket's loop ended.
 enum End {
     /// The peer closed, left, or stopped answering: nothing more to send. The
@@ -150,11 +67,11 @@ pub async fn serve(
     resume: Option<Resume>,
     config: SocketConfig,
     shutdown: CancellationToken,
-    session: Session,
+    lease: Lease,
 ) {
     let (mut sink, mut stream) = socket.split();
     // The tokio deadline of the token's expiry (a past one fires at once).
-    let expiry = session
+    let expiry = lease
         .expires_at
         .map(|at| Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default());
     let expired = async move {
@@ -261,7 +178,7 @@ pub async fn serve(
     };
     let result: Result<(), End> = end.await;
     drop(subscription);
-    drop(session.slot);
+    drop(lease.slot);
     observe::socket_closed(close_reason(&result));
     drop(connected);
     match result {
@@ -409,42 +326,4 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'st
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(CLOSE_FLUSH, sink.close()).await;
-}
-
-/// Reads `?since=&epoch=`: no `since` is a live-only socket.
-pub fn parse_resume(query: &str) -> Result<Option<Resume>, String> {
-    let params = crate::query::parse(query);
-    let epoch = crate::query::last(&params, "epoch").map(str::to_owned);
-    match crate::query::last(&params, "since") {
-        None | Some("") => Ok(None),
-        Some(since) => since
-            .parse::<u64>()
-            .map(|since| Some(Resume { since, epoch }))
-            .map_err(|_| format!("since must be a non-negative integer, not {since:?}.")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resume_needs_a_numeric_since() {
-        assert_eq!(parse_resume("").unwrap(), None);
-        assert_eq!(
-            parse_resume("since=5&epoch=abc").unwrap(),
-            Some(Resume {
-                since: 5,
-                epoch: Some("abc".into())
-            })
-        );
-        assert_eq!(
-            parse_resume("since=5").unwrap(),
-            Some(Resume {
-                since: 5,
-                epoch: None
-            })
-        );
-        assert!(parse_resume("since=-1").is_err());
-    }
 }
