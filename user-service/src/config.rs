@@ -53,7 +53,7 @@ pub struct Config {
     pub redis_url: Option<String>,
 
     /// Key of the Redis stream the relay appends events to.
-    #[arg(long, env = "REDIS_STREAM_KEY", default_value = "users:events")]
+    #[arg(long, env = "REDIS_STREAM_KEY", default_value = users_proto::stream::DEFAULT_KEY)]
     pub redis_stream_key: String,
 
     /// Approximate most entries the Redis stream keeps (XADD MAXLEN ~).
@@ -112,7 +112,7 @@ impl Config {
             database_url: database_url.into(),
             durability: Durability::Full,
             redis_url: None,
-            redis_stream_key: "users:events".into(),
+            redis_stream_key: users_proto::stream::DEFAULT_KEY.into(),
             redis_stream_max_len: 100_000,
             event_retention: 100_000,
             shutdown_grace: Duration::from_secs(10),
@@ -143,6 +143,7 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://data/users.db");
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.redis_stream_key, users_proto::stream::DEFAULT_KEY);
     }
 
     #[test]

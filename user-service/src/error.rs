@@ -1,23 +1,12 @@
 //! The one error type of the user-service and the one place that turns it into a
 //! gRPC status. Internal causes are logged here and never sent to the caller.
-
-use std::collections::HashMap;
+//! The ErrorInfo reasons and keys a caller acts on are `users_proto::errors`'.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use users_proto::errors;
 
 use crate::domain::FieldViolation;
-
-/// The `domain` of every google.rpc.ErrorInfo this service returns.
-pub const ERROR_DOMAIN: &str = "users.v1";
-/// ErrorInfo reason: `expected_version` is not the user's version.
-pub const REASON_VERSION_MISMATCH: &str = "VERSION_MISMATCH";
-/// ErrorInfo reason: the watcher's epoch is not this database's.
-pub const REASON_EPOCH_MISMATCH: &str = "EPOCH_MISMATCH";
-/// ErrorInfo reason: events after `since_seq` were pruned.
-pub const REASON_SEQ_EXPIRED: &str = "SEQ_EXPIRED";
-/// ErrorInfo reason: `since_seq` is newer than the log.
-pub const REASON_SEQ_AHEAD: &str = "SEQ_AHEAD";
 
 /// Everything that can go wrong in a call. Each variant's doc names its status.
 #[derive(Debug, thiserror::Error)]
@@ -137,32 +126,32 @@ impl From<Error> for Status {
                 Status::with_error_details(Code::InvalidArgument, summary, details)
             }
             Error::NotFound => Status::not_found("Not found."),
-            Error::VersionMismatch { expected, current } => with_reason(
+            Error::VersionMismatch { expected, current } => errors::status(
                 Code::FailedPrecondition,
-                error_message(&error),
-                REASON_VERSION_MISMATCH,
+                error.to_string(),
+                errors::VERSION_MISMATCH,
                 [
-                    ("expected_version", expected.to_string()),
-                    ("current_version", current.to_string()),
+                    (errors::EXPECTED_VERSION_KEY, expected.to_string()),
+                    (errors::CURRENT_VERSION_KEY, current.to_string()),
                 ],
             ),
-            Error::EpochMismatch { ref current, .. } => with_reason(
+            Error::EpochMismatch { ref current, .. } => errors::status(
                 Code::FailedPrecondition,
-                error_message(&error),
-                REASON_EPOCH_MISMATCH,
-                [("epoch", current.clone())],
+                error.to_string(),
+                errors::EPOCH_MISMATCH,
+                [(errors::EPOCH_KEY, current.clone())],
             ),
-            Error::SeqExpired { oldest, .. } => with_reason(
+            Error::SeqExpired { oldest, .. } => errors::status(
                 Code::OutOfRange,
-                error_message(&error),
-                REASON_SEQ_EXPIRED,
-                [("oldest_seq", oldest.to_string())],
+                error.to_string(),
+                errors::SEQ_EXPIRED,
+                [(errors::OLDEST_SEQ_KEY, oldest.to_string())],
             ),
-            Error::SeqAhead { head, .. } => with_reason(
+            Error::SeqAhead { head, .. } => errors::status(
                 Code::OutOfRange,
-                error_message(&error),
-                REASON_SEQ_AHEAD,
-                [("head_seq", head.to_string())],
+                error.to_string(),
+                errors::SEQ_AHEAD,
+                [(errors::HEAD_SEQ_KEY, head.to_string())],
             ),
             Error::ShuttingDown => Status::unavailable("the server is shutting down"),
             Error::Unavailable(cause) => {
@@ -179,27 +168,6 @@ impl From<Error> for Status {
             }
         }
     }
-}
-
-fn error_message(error: &Error) -> String {
-    error.to_string()
-}
-
-fn with_reason<const N: usize>(
-    code: Code,
-    message: String,
-    reason: &str,
-    metadata: [(&str, String); N],
-) -> Status {
-    let metadata: HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-    )
 }
 
 #[cfg(test)]
@@ -244,9 +212,14 @@ mod tests {
             current: 3,
         });
         assert_eq!(status.code(), Code::FailedPrecondition);
-        let info = status.get_details_error_info().expect("ErrorInfo");
-        assert_eq!(info.reason, REASON_VERSION_MISMATCH);
-        assert_eq!(info.metadata["current_version"], "3");
+        assert_eq!(
+            errors::reason(&status).as_deref(),
+            Some(errors::VERSION_MISMATCH)
+        );
+        assert_eq!(
+            errors::metadata(&status, errors::CURRENT_VERSION_KEY).as_deref(),
+            Some("3")
+        );
     }
 
     #[test]

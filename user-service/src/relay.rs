@@ -1,14 +1,14 @@
 //! The outbox relay: publishes committed events, in seq order, from the `events`
 //! table to a Redis stream, and records how far it got.
 //!
-//! Entries get the explicit id `<seq>-0` and fields `epoch` and `event` (the
-//! protobuf-encoded `users.v1.UserEvent`). Each batch is appended by one Lua script
-//! that first looks at the stream's newest entry, so the check and the append are
-//! atomic: entries already there are skipped (a relay that crashed after appending
-//! but before recording its cursor publishes nothing twice), and a stream that is
-//! behind the cursor (Redis restarted empty) or holds another database's events is
-//! noticed and refilled from the table. While Redis is down, writes go on and
-//! events wait in the table.
+//! Entries are `users_proto::stream`'s, which gateways decode with the same
+//! crate. Each batch is appended by one Lua script that first looks at the
+//! stream's newest entry, so the check and the append are atomic: entries already
+//! there are skipped (a relay that crashed after appending but before recording
+//! its cursor publishes nothing twice), and a stream that is behind the cursor
+//! (Redis restarted empty) or holds another database's events is noticed and
+//! refilled from the table. While Redis is down, writes go on and events wait in
+//! the table.
 
 use std::{
     sync::{
@@ -19,9 +19,9 @@ use std::{
 };
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
-use prost::Message;
 use service_runtime::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
+use users_proto::stream;
 
 use crate::{
     events::event_to_proto,
@@ -43,29 +43,34 @@ const RECORD_AFTER: Duration = Duration::from_millis(500);
 /// Redis calls that take longer than this count as Redis being unavailable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// KEYS[1] the stream; ARGV[1] MAXLEN (approximate); ARGV[2] our epoch; ARGV[3] the
-/// newest seq we believe the stream holds; then (seq, event) pairs in seq order.
+/// KEYS[1] the stream; ARGV[1] MAXLEN (approximate); ARGV[2] and ARGV[3] the
+/// names of the epoch and event fields; ARGV[4] our epoch; ARGV[5] the newest seq
+/// we believe the stream holds; then (entry id, event) pairs in seq order.
 /// Returns {status, newest entry id}: status is `ok`, `behind` or `epoch`.
+/// Field names and ids come from `users_proto::stream`, so the script holds no
+/// part of the entry format but this: an id starts with its entry's seq.
 const APPEND_SCRIPT: &str = r#"
+local function seq_of(id) return tonumber(string.match(id, '^(%d+)')) end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local top_id = '0-0'
 local top_seq = 0
 if #top > 0 then
   top_id = top[1][1]
-  top_seq = tonumber(string.match(top_id, '^(%d+)'))
+  top_seq = seq_of(top_id)
   local fields = top[1][2]
   local epoch = nil
   for i = 1, #fields, 2 do
-    if fields[i] == 'epoch' then epoch = fields[i + 1] end
+    if fields[i] == ARGV[2] then epoch = fields[i + 1] end
   end
-  if epoch ~= ARGV[2] then return {'epoch', top_id} end
+  if epoch ~= ARGV[4] then return {'epoch', top_id} end
 end
-if top_seq < tonumber(ARGV[3]) then return {'behind', top_id} end
-for i = 4, #ARGV, 2 do
-  if tonumber(ARGV[i]) > top_seq then
-    top_id = ARGV[i] .. '-0'
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], top_id, 'epoch', ARGV[2], 'event', ARGV[i + 1])
-    top_seq = tonumber(ARGV[i])
+if top_seq < tonumber(ARGV[5]) then return {'behind', top_id} end
+for i = 6, #ARGV, 2 do
+  local seq = seq_of(ARGV[i])
+  if seq > top_seq then
+    top_id = ARGV[i]
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], top_id, ARGV[2], ARGV[4], ARGV[3], ARGV[i + 1])
+    top_seq = seq
   end
 end
 return {'ok', top_id}
@@ -255,17 +260,22 @@ impl Relay {
             .arg(1)
             .arg(&self.config.stream_key)
             .arg(self.config.stream_max_len)
+            .arg(stream::EPOCH_FIELD)
+            .arg(stream::EVENT_FIELD)
             .arg(epoch)
             .arg(self.cursor);
         for event in &batch {
-            invocation
-                .arg(event.seq)
-                .arg(event_to_proto(event, epoch).encode_to_vec());
+            // Every event of the batch has `epoch`: the script adds it to each entry
+            // from one argument rather than taking it once per event.
+            let event = event_to_proto(event, epoch);
+            let entry = stream::encode(&event);
+            invocation.arg(entry.id).arg(entry.event);
         }
         let mut conn = self.pool.get().await?;
         let (status, top_id): (String, String) =
             tokio::time::timeout(REDIS_TIMEOUT, invocation.query_async(&mut conn)).await??;
-        let top = parse_entry_seq(&top_id)?;
+        let top = stream::entry_seq(&top_id)
+            .ok_or_else(|| anyhow::anyhow!("stream entry id {top_id:?} is not <seq>-0"))?;
         if status == "ok" {
             record_appended(&batch, self.cursor, top);
         }
@@ -299,23 +309,4 @@ fn record_appended(batch: &[crate::domain::Event], cursor: u64, top: u64) {
         ::metrics::histogram!(metrics::RELAY_LAG).record(age);
     }
     ::metrics::counter!(metrics::EVENTS_PUBLISHED).increment(appended);
-}
-
-/// The seq of a stream entry id `<seq>-<n>`.
-fn parse_entry_seq(id: &str) -> anyhow::Result<u64> {
-    let seq = id.split('-').next().unwrap_or_default();
-    seq.parse()
-        .map_err(|_| anyhow::anyhow!("stream entry id {id:?} is not <seq>-0"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_ids_give_their_seq() {
-        assert_eq!(parse_entry_seq("42-0").unwrap(), 42);
-        assert_eq!(parse_entry_seq("0-0").unwrap(), 0);
-        assert!(parse_entry_seq("x-0").is_err());
-    }
 }

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
 use tonic::{Code, Streaming};
-use tonic_types::StatusExt;
-use users_proto::v1 as pb;
+use users_proto::{errors, v1 as pb};
 
 use crate::helpers::{expect_code, rename_first, spawn_app, spawn_app_with};
 
@@ -192,9 +191,14 @@ async fn a_wrong_epoch_is_refused_with_the_current_one() {
         Code::FailedPrecondition,
     );
 
-    let info = status.get_details_error_info().expect("ErrorInfo");
-    assert_eq!(info.reason, "EPOCH_MISMATCH");
-    assert_eq!(info.metadata["epoch"], app.store.epoch());
+    assert_eq!(
+        errors::reason(&status).as_deref(),
+        Some(errors::EPOCH_MISMATCH)
+    );
+    assert_eq!(
+        errors::metadata(&status, errors::EPOCH_KEY).as_deref(),
+        Some(app.store.epoch())
+    );
 }
 
 #[tokio::test]
@@ -205,7 +209,7 @@ async fn a_seq_ahead_of_the_log_is_out_of_range() {
 
     let status = expect_code(watch(&mut client, 5, "").await, Code::OutOfRange);
 
-    assert_eq!(status.get_details_error_info().unwrap().reason, "SEQ_AHEAD");
+    assert_eq!(errors::reason(&status).as_deref(), Some(errors::SEQ_AHEAD));
 }
 
 #[tokio::test]
@@ -222,8 +226,8 @@ async fn a_seq_whose_successors_were_pruned_is_expired_but_zero_replays_what_is_
 
     let status = expect_code(watch(&mut client, 1, "").await, Code::OutOfRange);
     assert_eq!(
-        status.get_details_error_info().unwrap().reason,
-        "SEQ_EXPIRED"
+        errors::reason(&status).as_deref(),
+        Some(errors::SEQ_EXPIRED)
     );
     let mut from_three = watch(&mut client, 3, "").await.unwrap().into_inner();
     assert_eq!(seqs(&take(&mut from_three, 3).await), [4, 5, 6]);
