@@ -2,13 +2,12 @@
 //! lower OS priority than the rest of the gateway.
 //!
 //! One event for thousands of sockets wakes thousands of socket tasks at once. On
-//! the runtime that also serves requests, a PATCH, its gRPC reply and the next
-//! event from the user-service waited behind all of them, task after task, and on
-//! a busy machine the kernel gave the gateway's threads no preference over the
+//! a runtime shared with requests, a PATCH, its gRPC reply and the next event
+//! from the user-service would wait behind all of them, task after task, and on a
+//! busy machine the kernel gives the gateway's threads no preference over the
 //! rest. On threads of their own with a higher nice value, the sockets still get
 //! every cycle nobody else wants, but the request path and the event intake run
-//! first whenever they wake (BENCHMARKS.md: PATCH p50 under 1,000 sockets ×
-//! 100 events/s from 7.0–8.5 ms to 2.2–2.4 ms).
+//! first whenever they wake (BENCHMARKS.md measures the difference).
 
 use std::io;
 

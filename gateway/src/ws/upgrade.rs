@@ -1,7 +1,7 @@
 //! The WebSocket handshake, done here rather than by `warp::ws()`: warp cannot set
 //! tungstenite's read buffer, whose 128 KiB default is zero-filled on a socket's
-//! first read, so every idle socket held about 140 KB. With our own handshake the
-//! socket gets [`socket_config`] and costs a few KiB.
+//! first read, so every idle socket would hold about 140 KB. With our own
+//! handshake the socket gets [`socket_config`] and costs a few KiB.
 //!
 //! [`crate::server`] moves hyper's upgrade handle out of each request into an
 //! [`UpgradeSlot`] (warp's extension filters need `Clone`); [`handshake`] checks
