@@ -1,7 +1,15 @@
 //! Wiring: opens the store, binds the listener, assembles the gRPC server with its
 //! background tasks, and runs it until a shutdown signal, draining gracefully.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use http::{HeaderName, HeaderValue, Method};
@@ -17,7 +25,7 @@ use crate::{
     config::Config,
     grpc::UsersApi,
     metrics::GrpcMetricsLayer,
-    relay::{Relay, RelayConfig, redis_pool},
+    relay::{CURSOR_UNKNOWN, Relay, RelayConfig, redis_pool},
     retention,
     store::Store,
 };
@@ -143,7 +151,7 @@ impl Application {
             .map(TcpListener::local_addr)
             .transpose()?;
         if let Some(metrics_listener) = metrics_listener {
-            let render = crate::metrics::renderer(store.clone(), published);
+            let render = metrics_renderer(store.clone(), published);
             tasks.spawn(service_runtime::metrics::serve(
                 metrics_listener,
                 render,
@@ -270,6 +278,23 @@ async fn follow_writability(
         if writable.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// What the metrics port serves: the gauges read at scrape time from the store
+/// and the relay's cursor, then every metric rendered.
+fn metrics_renderer(
+    store: Arc<Store>,
+    published: Option<Arc<AtomicU64>>,
+) -> impl Fn() -> String + Clone + Send + Sync + 'static {
+    let handle = crate::metrics::install();
+    move || {
+        let published = published
+            .as_ref()
+            .map(|published| published.load(Ordering::Relaxed))
+            .filter(|&published| published != CURSOR_UNKNOWN);
+        crate::metrics::set_scraped_gauges(store.head(), published);
+        handle.render()
     }
 }
 

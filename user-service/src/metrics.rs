@@ -7,10 +7,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -18,8 +14,6 @@ use std::{
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::{Layer, Service};
-
-use crate::{relay::CURSOR_UNKNOWN, store::Store};
 
 /// Histogram `{method, code}`: time from an RPC's arrival to its response headers
 /// (for WatchUsers: to the stream being open).
@@ -112,24 +106,14 @@ pub fn install() -> PrometheusHandle {
     handle
 }
 
-/// What the metrics port serves: gauges read at scrape time (the newest seq and,
-/// with a relay, the outbox backlog: exact even while the relay waits out a Redis
-/// outage), then every metric rendered.
-pub fn renderer(
-    store: Arc<Store>,
-    published: Option<Arc<AtomicU64>>,
-) -> impl Fn() -> String + Clone + Send + Sync + 'static {
-    let handle = install();
-    move || {
-        let head = store.head();
-        metrics::gauge!(HEAD_SEQ).set(head as f64);
-        if let Some(published) = &published {
-            let published = published.load(Ordering::Relaxed);
-            if published != CURSOR_UNKNOWN {
-                metrics::gauge!(OUTBOX_BACKLOG).set(head.saturating_sub(published) as f64);
-            }
-        }
-        handle.render()
+/// Sets the gauges that are read rather than recorded, just before a scrape
+/// renders them: the newest committed seq and, with a relay that knows its
+/// cursor, the outbox backlog (so it is exact even while the relay waits out a
+/// Redis outage and records nothing).
+pub fn set_scraped_gauges(head: u64, published: Option<u64>) {
+    metrics::gauge!(HEAD_SEQ).set(head as f64);
+    if let Some(published) = published {
+        metrics::gauge!(OUTBOX_BACKLOG).set(head.saturating_sub(published) as f64);
     }
 }
 
