@@ -210,6 +210,14 @@ pub struct Event {
     pub commit_time: i64,
 }
 
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_micros() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,11 +23,7 @@ use service_runtime::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 use users_proto::stream;
 
-use crate::{
-    events::event_to_proto,
-    metrics,
-    store::{Store, now_micros},
-};
+use crate::{domain::now_micros, events::event_to_proto, metrics, store::Store};
 
 /// What [`Relay::published`] holds until the relay has read its cursor.
 pub const CURSOR_UNKNOWN: u64 = u64::MAX;

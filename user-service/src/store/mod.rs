@@ -7,24 +7,25 @@
 //! pool and, in WAL mode, never wait for the writer. Committed events reach
 //! in-process watchers in seq order.
 
+mod apply;
 mod cache;
 mod checkpoint;
+mod connection;
 mod writer;
 
-use std::{
-    path::Path,
-    str::FromStr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, str::FromStr, sync::Arc, time::Instant};
 
+use apply::{SELECT_USER_BY_ID, Write, Written};
 use cache::UserCache;
+use connection::{BUSY_TIMEOUT, pragmas};
 use sqlx::{
     Connection, SqliteConnection, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
 };
 use tokio::sync::{broadcast, watch};
-use writer::{Feed, Write, Writer, Written};
+use writer::{Feed, Writer};
+
+pub use connection::Durability;
 
 use crate::{
     domain::{Action, Changes, Event, Field, FieldViolation, User},
@@ -32,44 +33,11 @@ use crate::{
     metrics,
 };
 
-/// How much a commit survives, SQLite's `synchronous` setting in WAL mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Durability {
-    /// fsync on every commit: an answered write survives a power loss.
-    #[default]
-    Full,
-    /// fsync only at checkpoints: an answered write survives a crash of the process,
-    /// but the last ones may be lost on a power loss. Faster on slow disks.
-    Normal,
-}
-
-/// The PRAGMAs every connection runs with, beside WAL and the busy timeout (which
-/// sqlx and rusqlite each set their own way): sqlx applies them to the read pool,
-/// the migrator and the checkpointer, the writer to its own connection.
-fn pragmas(durability: Durability) -> [(&'static str, &'static str); 3] {
-    let synchronous = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    [
-        ("synchronous", synchronous),
-        ("foreign_keys", "ON"),
-        // Commits never checkpoint; `checkpoint::run` does, beside them.
-        ("wal_autocheckpoint", "0"),
-    ]
-}
-
-/// How long a connection waits for another process's lock before failing. Our own
-/// writers never wait on each other here: they queue for the writer task.
-pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Committed events buffered for in-process watchers; a watcher further behind
 /// catches up from the table instead.
 const LIVE_EVENT_BUFFER: usize = 4096;
 /// Read connections; SQLite readers in WAL mode run in parallel.
 const READ_POOL_SIZE: u32 = 8;
-
-const SELECT_USER_BY_ID: &str =
-    "SELECT id, first_name, last_name, create_time, update_time, version FROM users WHERE id = ?";
 
 /// The users database and the live feed of its committed events.
 pub struct Store {
@@ -407,12 +375,4 @@ impl EventRow {
             commit_time: self.commit_time,
         })
     }
-}
-
-/// Now, in microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    since.as_micros() as i64
 }
