@@ -70,6 +70,21 @@ pub fn install(buckets: &[(&str, &[f64])]) -> PrometheusHandle {
         .clone()
 }
 
+/// Makes `counters` and `gauges` exist at zero before anything records them,
+/// as Prometheus practice asks: a series that appears only once something
+/// happens reads as "absent" to dashboards and alerts until then, and `rate()`
+/// over it misses its first increase. A series already recorded keeps its value
+/// (gauges are raised by zero, not set), so every service started in one
+/// process, as in tests, may call it.
+pub fn expose_at_zero(counters: &[&'static str], gauges: &[&'static str]) {
+    for &name in counters {
+        metrics::counter!(name).increment(0);
+    }
+    for &name in gauges {
+        metrics::gauge!(name).increment(0.0);
+    }
+}
+
 /// A gauge counting something for as long as it is open (a socket, a stream):
 /// one more while this value lives, one less when it is dropped, whatever way
 /// the holder ends.
@@ -223,6 +238,26 @@ mod tests {
         assert_eq!(grpc_code_name(16), "UNAUTHENTICATED");
         assert_eq!(grpc_code_name(99), "UNKNOWN");
         assert_eq!(grpc_code_name(-1), "UNKNOWN");
+    }
+
+    #[test]
+    fn series_exposed_at_zero_are_rendered_and_keep_what_was_recorded() {
+        let handle = install(&[]);
+        metrics::counter!("runtime_zero_kept_total").increment(3);
+        metrics::gauge!("runtime_zero_kept").set(2.0);
+        expose_at_zero(
+            &["runtime_zero_total", "runtime_zero_kept_total"],
+            &["runtime_zero", "runtime_zero_kept"],
+        );
+        let text = handle.render();
+        for line in [
+            "runtime_zero_total 0",
+            "runtime_zero 0",
+            "runtime_zero_kept_total 3",
+            "runtime_zero_kept 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 
     #[tokio::test]

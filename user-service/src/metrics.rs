@@ -22,7 +22,8 @@ pub const GRPC_DURATION: &str = "user_service_grpc_duration_seconds";
 pub const DB_QUERY_DURATION: &str = "user_service_db_query_duration_seconds";
 /// Histogram: writes committed together by one writer batch (group commit).
 pub const DB_WRITE_BATCH_SIZE: &str = "user_service_db_write_batch_size";
-/// Gauge: events committed but not yet on the Redis stream (with `--redis-url`).
+/// Gauge: events committed but not yet on the Redis stream (0 without
+/// `--redis-url`).
 pub const OUTBOX_BACKLOG: &str = "user_service_outbox_backlog";
 /// Gauge: the newest committed seq.
 pub const HEAD_SEQ: &str = "user_service_head_seq";
@@ -37,6 +38,12 @@ pub const WATCHERS: &str = "user_service_watchers";
 /// Counter: gRPC connections closed at accept because `--max-connections` were
 /// open.
 pub const CONNECTIONS_REFUSED: &str = "user_service_connections_refused_total";
+
+/// Every counter, exposed at zero from the first scrape (none has labels).
+const COUNTERS: [&str; 3] = [EVENTS_PUBLISHED, REDIS_RECONNECTS, CONNECTIONS_REFUSED];
+/// Every gauge, exposed at zero from the first scrape: [`OUTBOX_BACKLOG`]
+/// stays there without a relay, as nothing waits to be published.
+const GAUGES: [&str; 3] = [OUTBOX_BACKLOG, HEAD_SEQ, WATCHERS];
 
 /// `op` label of a writer batch.
 const OP_WRITE_BATCH: &str = "write_batch";
@@ -56,7 +63,8 @@ const METHODS: [&str; 6] = [
     "WatchUsers",
 ];
 
-/// Installs the recorder and describes every metric (the `# HELP` lines).
+/// Installs the recorder, describes every metric (the `# HELP` lines) and
+/// exposes every counter and gauge at zero.
 pub fn install() -> PrometheusHandle {
     let handle = service_runtime::metrics::install(&[(DB_WRITE_BATCH_SIZE, BATCH_BUCKETS)]);
     describe_histogram!(
@@ -101,8 +109,7 @@ pub fn install() -> PrometheusHandle {
         Unit::Count,
         "gRPC connections closed at accept: the connection cap was reached"
     );
-    // At zero from the first scrape, so an alert never sees "absent".
-    ::metrics::counter!(CONNECTIONS_REFUSED).increment(0);
+    service_runtime::metrics::expose_at_zero(&COUNTERS, &GAUGES);
     handle
 }
 
