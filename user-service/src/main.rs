@@ -2,8 +2,10 @@ use clap::Parser;
 use service_runtime::{init_logging, shutdown_signal};
 use user_service::{Application, Config};
 
-/// mimalloc instead of glibc's malloc, as in the gateway, where perf put glibc's
-/// malloc and free at about 12 % of its CPU under load (BENCHMARKS.md).
+/// mimalloc rather than glibc's malloc, as in the gateway: both allocate and
+/// free many small buffers per call, and under that load glibc's malloc and free
+/// cost a noticeable share of the CPU (the gateway's profile is in
+/// BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -9,7 +9,8 @@ use crate::store::Store;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 /// Rows deleted per statement. Each delete shares a commit with users' writes,
-/// which wait for it: 5,000 rows held them ~50 ms; 500 keep it to a few.
+/// which wait for it, so it is kept to what SQLite deletes in a few
+/// milliseconds (BENCHMARKS.md has the measurements).
 const PRUNE_BATCH: u64 = 500;
 
 /// Prunes the log once a second until `shutdown`. `relayed` says whether a relay

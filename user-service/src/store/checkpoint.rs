@@ -1,8 +1,8 @@
-//! Moves WAL checkpoints off the write path. With SQLite's automatic checkpoint
-//! the commit that crosses 1,000 WAL pages copies them into the database file and
-//! fsyncs it before it returns, so every thousandth-odd write waited tens of
-//! milliseconds. Here the writer never checkpoints (`wal_autocheckpoint=0`) and
-//! this task runs a PASSIVE checkpoint on its own connection shortly after
+//! Moves WAL checkpoints off the write path. SQLite's automatic checkpoint makes
+//! the commit that crosses 1,000 WAL pages copy them into the database file and
+//! fsync it before it returns, so every thousandth-odd write would wait tens of
+//! milliseconds. Instead the writer never checkpoints (`wal_autocheckpoint=0`)
+//! and this task runs a PASSIVE checkpoint on its own connection shortly after
 //! writes: it takes no write lock, so commits carry on while it copies.
 
 use std::time::Duration;

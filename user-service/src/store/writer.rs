@@ -5,9 +5,10 @@
 //!
 //! A batch runs on a blocking thread through rusqlite, start to end: SQLite is
 //! called in place, statement after statement, and the callers are answered from
-//! there. (Through sqlx every statement was a round trip to the connection's own
-//! thread, two thread switches each, four statements per change: most of the
-//! user-service's time under write load went to those switches.)
+//! there. The writer does not use sqlx, as the reads do: sqlx sends every
+//! statement to its connection's own thread and back, two thread switches per
+//! statement and four statements per change, and under write load those
+//! switches would cost more than the writes.
 //!
 //! A write refused for what it asks (a missing user, a stale version, an invalid
 //! value) is refused before it changes anything, so it fails alone and the rest
