@@ -4,21 +4,24 @@
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-/// On WatchUsers: the database's epoch.
+/// On WatchUsers: the database's epoch, so a watcher knows whose seqs it
+/// follows before the first event (on a quiet stream, there may be none).
 pub const EPOCH: &str = "x-users-epoch";
-/// On WatchUsers: the newest seq when the stream opened.
+/// On WatchUsers: the newest seq when the stream opened, so a watcher that
+/// asked for no replay still knows where the live events start.
 pub const HEAD_SEQ: &str = "x-users-head-seq";
 /// On CreateUser, UpdateUser and DeleteUser: the seq of the event the write
 /// recorded, so a caller can wait until that event has reached it. Absent when
 /// the write recorded none (an update that changed no value).
 pub const SEQ: &str = "x-users-seq";
 
-/// Sets `key` to a seq.
+/// Sets `key` to a seq: the writing side of [`seq`].
 pub fn set_seq(metadata: &mut MetadataMap, key: &'static str, seq: u64) {
     metadata.insert(key, MetadataValue::from(seq));
 }
 
-/// The seq under `key`; `None` when absent or not a number.
+/// The seq under `key`; `None` when absent or not a number, which a reader
+/// takes as "no position given" rather than as a failed call.
 pub fn seq(metadata: &MetadataMap, key: &str) -> Option<u64> {
     metadata.get(key)?.to_str().ok()?.parse().ok()
 }

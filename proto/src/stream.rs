@@ -18,9 +18,11 @@ use crate::v1::UserEvent;
 /// The stream's key when none is configured: both services default to it, so
 /// a deployment that sets neither still has them meet.
 pub const DEFAULT_KEY: &str = "users:events";
-/// The field holding the database's epoch (UTF-8).
+/// The field holding the database's epoch (UTF-8), beside the event so the
+/// relay's append script can compare epochs without decoding protobuf.
 pub const EPOCH_FIELD: &str = "epoch";
-/// The field holding the protobuf-encoded `users.v1.UserEvent`.
+/// The field holding the protobuf-encoded `users.v1.UserEvent`: the message
+/// WatchUsers streams, so a gateway handles events alike from either source.
 pub const EVENT_FIELD: &str = "event";
 
 /// The id of the entry of event `seq`: the writing side of [`entry_seq`].
@@ -57,7 +59,8 @@ impl Entry<'_> {
     }
 }
 
-/// The entry that carries `event`.
+/// The entry that carries `event`, its id made of the event's seq so the
+/// stream is ordered as the log is.
 pub fn encode(event: &UserEvent) -> Entry<'_> {
     Entry {
         id: entry_id(event.seq),

@@ -5,14 +5,15 @@
 use std::time::Duration;
 
 /// The wait before each retry: 100 ms, doubling up to 5 s, back to 100 ms after a
-/// success.
+/// success, so a blip is retried at once and a long outage is not hammered.
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    /// The first wait, and the one after a success.
+    /// The first wait, and the one after a success: short, so a blip costs
+    /// little.
     pub const START: Duration = Duration::from_millis(100);
     /// The longest wait: how late a recovered dependency may be noticed.
     pub const CAP: Duration = Duration::from_secs(5);

@@ -25,6 +25,8 @@ pub struct Held<IO> {
 }
 
 impl<IO> Held<IO> {
+    /// Ties `io` to `place`, a permit of the cap's semaphore, so the place is
+    /// given back exactly when the connection is dropped, however it ends.
     pub fn new(io: IO, place: OwnedSemaphorePermit) -> Held<IO> {
         Held {
             io,

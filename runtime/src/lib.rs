@@ -14,7 +14,8 @@ use std::io::IsTerminal;
 use clap::ValueEnum;
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// How log lines are written (`--log-format`).
+/// How log lines are written (`--log-format`): both binaries take the same
+/// flag, so one collector configuration reads both.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.

@@ -15,6 +15,8 @@ pub struct LogLimit {
 }
 
 impl LogLimit {
+    /// `const`, so a limit is a `static` beside the line it limits and needs
+    /// no setting up.
     pub const fn new(every: Duration) -> LogLimit {
         LogLimit {
             every,

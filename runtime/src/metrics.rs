@@ -20,7 +20,8 @@ pub const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0,
 ];
-/// `Content-Type` of the text exposition format.
+/// `Content-Type` of the text exposition format (0.0.4, which every
+/// Prometheus-compatible scraper reads), for either binary's `/metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// How often histogram samples are folded into their buckets when nobody
 /// scrapes; without it they would pile up in memory between scrapes.
@@ -105,7 +106,8 @@ impl Drop for HeldGauge {
     }
 }
 
-/// The text exposition of every metric recorded so far.
+/// The text exposition of every metric recorded so far, for a server that
+/// routes `/metrics` itself (the gateway) rather than through [`serve`].
 pub fn render() -> String {
     install(&[]).render()
 }

@@ -4,9 +4,11 @@
 //! short plain token is replaced rather than logged, so nobody can inject log
 //! lines or bloat them through the header.
 
-/// The HTTP header, and the gRPC metadata key, that carries the id.
+/// The HTTP header, and the gRPC metadata key, that carries the id: one name,
+/// so the id crosses from HTTP to gRPC unchanged.
 pub const HEADER: &str = "x-request-id";
-/// Longest id taken from a caller.
+/// Longest id taken from a caller: room for any tracing id, too little to
+/// bloat every log line it lands in.
 pub const MAX_LEN: usize = 128;
 
 /// Whether `id` may be used as given: 1 to [`MAX_LEN`] characters of
@@ -19,7 +21,8 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// A fresh id: 128 random bits as 32 lowercase hex digits.
+/// A fresh id: 128 random bits as 32 lowercase hex digits, so ids do not
+/// collide and are safe to log as they are.
 pub fn generate() -> String {
     format!("{:032x}", rand::random::<u128>())
 }

@@ -21,7 +21,8 @@ use tracing::{Instrument, instrument::Instrumented};
 const GUARDED_PREFIX: &str = "/users.v1.UserService/";
 /// RPCs refused for want of the service token, logged once per 10 s at most.
 static REFUSALS: LogLimit = LogLimit::new(std::time::Duration::from_secs(10));
-/// Metadata key of the caller's identity, set by the gateway.
+/// Metadata key of the caller's identity, set by the gateway (which
+/// authenticated the user), so each write is logged with who made it.
 pub const SUB_HEADER: &str = "x-user-sub";
 
 /// The layer: checks the token (when configured) and logs the caller.

@@ -82,7 +82,7 @@ pub struct Config {
     #[arg(long, env = "SEED_DEMO_USER")]
     pub seed_demo_user: bool,
 
-    /// Log format.
+    /// Log format: `text` for a terminal, `json` for a log collector.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 

@@ -19,7 +19,9 @@ pub const MSG_NUL: &str = "Null characters are not allowed.";
 /// A user's editable fields: the only paths an update may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Field {
+    /// `first_name` on every wire.
     FirstName,
+    /// `last_name` on every wire.
     LastName,
 }
 
@@ -50,11 +52,16 @@ impl fmt::Display for Field {
 /// One broken rule on one field, worded as DRF words it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldViolation {
+    /// The field's wire name (or a request field, such as `page_size`), as
+    /// google.rpc.BadRequest names it.
     pub field: String,
+    /// DRF's wording, which the gateway passes on to REST clients as it is.
     pub description: String,
 }
 
 impl FieldViolation {
+    /// Takes anything string-like, so callers pass constants and formatted
+    /// text alike.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self {
             field: field.into(),
@@ -90,10 +97,12 @@ impl Name {
         }
     }
 
+    /// The valid name, borrowed, to compare with what is stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The valid name, for the store to keep without a copy.
     pub fn into_string(self) -> String {
         self.0
     }
@@ -132,13 +141,20 @@ pub fn require_name(
 /// A stored user, as the store reads it back.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
+    /// Assigned by SQLite and never reused, so an old event's id never names
+    /// another user.
     pub id: i64,
+    /// A valid [`Name`] when written; plain text here, as every stored value
+    /// has passed the rules.
     pub first_name: String,
+    /// As `first_name`.
     pub last_name: String,
     /// Microseconds since the Unix epoch, UTC.
     pub create_time: i64,
     /// Microseconds since the Unix epoch, UTC.
     pub update_time: i64,
+    /// 1 on create, plus one per change that altered a value: what an
+    /// `expected_version` is checked against.
     pub version: i64,
 }
 
@@ -163,7 +179,9 @@ impl User {
 /// New values for some of a user's fields, every one already valid.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// `None`: left as it is.
     pub first_name: Option<Name>,
+    /// `None`: left as it is.
     pub last_name: Option<Name>,
 }
 
@@ -181,12 +199,17 @@ impl Changes {
 /// `events.action` column's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// The user was created.
     Create = 1,
+    /// Some of the user's values changed.
     Update = 2,
+    /// The user was deleted.
     Delete = 3,
 }
 
 impl Action {
+    /// The action stored as `code`; `None` for a code this service never
+    /// writes, which the store reports as an internal error rather than guess.
     pub fn from_code(code: i64) -> Option<Action> {
         match code {
             1 => Some(Action::Create),
@@ -200,7 +223,10 @@ impl Action {
 /// One committed change: a row of the `events` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// The event's place in the log: increasing with no gaps but pruned ones,
+    /// so a reader that sees a jump knows events were pruned.
     pub seq: u64,
+    /// What the change did.
     pub action: Action,
     /// The user after the change; for a delete, as it was before.
     pub user: User,
@@ -210,7 +236,8 @@ pub struct Event {
     pub commit_time: i64,
 }
 
-/// Now, in microseconds since the Unix epoch.
+/// Now, in microseconds since the Unix epoch: the precision of every stored
+/// time, which a protobuf Timestamp carries exactly.
 pub fn now_micros() -> i64 {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

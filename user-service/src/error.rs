@@ -19,16 +19,36 @@ pub enum Error {
     NotFound,
     /// FAILED_PRECONDITION, ErrorInfo reason VERSION_MISMATCH.
     #[error("expected version {expected}, but the user is at version {current}")]
-    VersionMismatch { expected: i64, current: i64 },
+    VersionMismatch {
+        /// The caller's `expected_version`.
+        expected: i64,
+        /// The user's version, sent back so the caller need not read it.
+        current: i64,
+    },
     /// FAILED_PRECONDITION, ErrorInfo reason EPOCH_MISMATCH.
     #[error("epoch {given:?} is not this database's epoch {current:?}")]
-    EpochMismatch { given: String, current: String },
+    EpochMismatch {
+        /// The caller's epoch.
+        given: String,
+        /// This database's, sent back to resync against.
+        current: String,
+    },
     /// OUT_OF_RANGE, ErrorInfo reason SEQ_EXPIRED.
     #[error("events after seq {since} are no longer kept (oldest kept is {oldest})")]
-    SeqExpired { since: u64, oldest: u64 },
+    SeqExpired {
+        /// The caller's `since_seq`.
+        since: u64,
+        /// The oldest seq still kept.
+        oldest: u64,
+    },
     /// OUT_OF_RANGE, ErrorInfo reason SEQ_AHEAD.
     #[error("seq {since} is newer than the newest event {head}")]
-    SeqAhead { since: u64, head: u64 },
+    SeqAhead {
+        /// The caller's `since_seq`.
+        since: u64,
+        /// The newest seq recorded.
+        head: u64,
+    },
     /// UNAVAILABLE: the server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -46,7 +66,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// A single violation on `field`.
+    /// A single violation on `field`: the common case, without building a
+    /// list.
     pub fn invalid(field: &str, description: impl Into<String>) -> Error {
         Error::Invalid(vec![FieldViolation::new(field, description)])
     }

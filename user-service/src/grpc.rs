@@ -30,7 +30,8 @@ pub const MAX_PAGE_SIZE: i32 = 1000;
 const OUTPUT_ONLY_PATHS: [&str; 4] = ["id", "create_time", "update_time", "version"];
 const PAGE_TOKEN_PREFIX: &str = "after:";
 
-/// The gRPC face of the store.
+/// The gRPC face of the store: it turns messages into domain values and back,
+/// so the rules stay in `domain` and the SQL in `store`.
 pub struct UsersApi {
     store: Arc<Store>,
     shutdown: CancellationToken,

@@ -25,7 +25,7 @@ pub const DB_WRITE_BATCH_SIZE: &str = "user_service_db_write_batch_size";
 /// Gauge: events committed but not yet on the Redis stream (0 without
 /// `--redis-url`).
 pub const OUTBOX_BACKLOG: &str = "user_service_outbox_backlog";
-/// Gauge: the newest committed seq.
+/// Gauge: the newest committed seq, to compare with how far readers are.
 pub const HEAD_SEQ: &str = "user_service_head_seq";
 /// Histogram: an event's age (commit → appended to Redis).
 pub const RELAY_LAG: &str = "user_service_relay_lag_seconds";

@@ -25,7 +25,8 @@ use users_proto::stream;
 
 use crate::{domain::now_micros, events::event_to_proto, metrics, store::Store};
 
-/// What [`Relay::published`] holds until the relay has read its cursor.
+/// What [`Relay::published`] holds until the relay has read its cursor, so a
+/// scrape then shows no backlog rather than a wrong one.
 pub const CURSOR_UNKNOWN: u64 = u64::MAX;
 
 /// Events appended per script call.
@@ -104,7 +105,8 @@ enum Outcome {
     Refill { stream_top: u64, foreign: bool },
 }
 
-/// The relay task's state.
+/// The relay task's state, owned by the one task that runs it, so none of it
+/// is locked.
 pub struct Relay {
     store: Arc<Store>,
     pool: Pool,
@@ -118,6 +120,9 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A relay publishing `store`'s events through `pool` (see [`redis_pool`]);
+    /// it reads its cursor from the database once [`Relay::run`] starts, so
+    /// building one touches neither the database nor Redis.
     pub fn new(store: Arc<Store>, pool: Pool, config: RelayConfig) -> Relay {
         Relay {
             store,

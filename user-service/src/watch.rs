@@ -27,6 +27,7 @@ pub type EventStream = tokio_stream::wrappers::ReceiverStream<Result<pb::UserEve
 pub struct Opened {
     /// The newest seq when the watch opened.
     pub head: u64,
+    /// The events, for tonic to stream to the caller.
     pub events: EventStream,
 }
 

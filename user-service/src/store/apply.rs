@@ -19,8 +19,10 @@ use crate::{
 pub(super) const SELECT_USER_BY_ID: &str =
     "SELECT id, first_name, last_name, create_time, update_time, version FROM users WHERE id = ?";
 
-/// One change the writer can apply.
+/// One change the writer can apply: queued as a value, so a batch is a list
+/// of them applied in one transaction.
 pub enum Write {
+    /// A new user at version 1, from two names already valid.
     Create {
         first_name: String,
         last_name: String,
@@ -32,6 +34,7 @@ pub enum Write {
         changes: Result<Changes, Vec<FieldViolation>>,
         expected_version: Option<i64>,
     },
+    /// Removes user `id`, if still at `expected_version` when one is given.
     Delete {
         id: i64,
         expected_version: Option<i64>,
@@ -57,6 +60,7 @@ pub enum Written {
     /// The user as written, and the seq of the event the write recorded (`None`
     /// when it changed nothing, so recorded none).
     User(User, Option<u64>),
+    /// How many rows a maintenance write changed (a prune: events deleted).
     Count(u64),
 }
 
@@ -86,6 +90,9 @@ fn current_user(conn: &Connection, rows: &Rows, id: i64) -> Result<User, Error> 
     }
 }
 
+/// Runs `write` in the batch's open transaction, refusing it before its first
+/// statement when it cannot apply; returns its answer and the event it
+/// recorded, which is announced only once the batch commits.
 pub(super) fn apply(
     conn: &Connection,
     write: &Write,

@@ -33,7 +33,8 @@ struct Inner {
     generation: u64,
 }
 
-/// The cache; cheap to share.
+/// The cache; cheap to share, as the store's readers and the writer each hold
+/// it.
 #[derive(Clone, Default)]
 pub struct UserCache {
     inner: Arc<Mutex<Inner>>,

@@ -53,6 +53,8 @@ pub struct Store {
 /// the log, so the caller can tell when a reader of the log has seen it.
 #[derive(Debug)]
 pub struct Saved {
+    /// The user as the write left it (for a delete: as it was), to answer
+    /// with.
     pub user: User,
     /// The seq of the event the write recorded; `None` when it changed nothing
     /// and so recorded none.
@@ -62,9 +64,11 @@ pub struct Saved {
 /// A page of users from [`Store::list_users`].
 #[derive(Debug)]
 pub struct UserPage {
+    /// This page's users, ordered by id.
     pub users: Vec<User>,
     /// Whether more users follow the last one of this page.
     pub more: bool,
+    /// How many users exist, counted in the page's snapshot so the two agree.
     pub total: i64,
 }
 
@@ -183,7 +187,8 @@ impl Store {
         Ok(UserPage { users, more, total })
     }
 
-    /// One user by id.
+    /// One user by id: from the cache when the writer keeps it there (most
+    /// calls), else from the read pool, which never waits for the writer.
     pub async fn get_user(&self, id: i64) -> Result<User, Error> {
         if let Some(user) = self.cache.get(id) {
             return Ok(User::clone(&user));
@@ -247,7 +252,8 @@ impl Store {
         }
     }
 
-    /// Up to `limit` events with a seq greater than `after`, in seq order.
+    /// Up to `limit` events with a seq greater than `after`, in seq order: how
+    /// watchers and the relay catch up from the table.
     pub async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
         let started = Instant::now();
         let rows: Vec<EventRow> = sqlx::query_as(
@@ -263,7 +269,8 @@ impl Store {
         rows.into_iter().map(EventRow::into_event).collect()
     }
 
-    /// The oldest seq still kept, or `None` when the log is empty.
+    /// The oldest seq still kept, or `None` when the log is empty: where a
+    /// replay can start at the earliest.
     pub async fn oldest_seq(&self) -> Result<Option<u64>, Error> {
         let started = Instant::now();
         let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM events")
@@ -273,7 +280,8 @@ impl Store {
         Ok(oldest.map(|s| s as u64))
     }
 
-    /// The newest seq the relay has published to Redis.
+    /// The newest seq the relay has recorded as published to Redis: where a
+    /// restarted relay resumes, and how far retention may prune.
     pub async fn published_seq(&self) -> Result<u64, Error> {
         let value: String =
             sqlx::query_scalar("SELECT value FROM meta WHERE key = 'published_seq'")

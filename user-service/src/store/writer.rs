@@ -49,7 +49,11 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where committed events go: the live feed and the newest seq.
 pub struct Feed {
+    /// Each committed event, for in-process watchers; one that lags reads the
+    /// table instead.
     pub live: broadcast::Sender<Arc<Event>>,
+    /// The newest committed seq: a watch, so waiters wake on a change and a
+    /// late reader sees only the latest.
     pub head: watch::Sender<u64>,
 }
 
