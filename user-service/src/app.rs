@@ -137,7 +137,6 @@ impl Application {
         let mut published = None;
         if let Some(url) = &config.redis_url {
             let relay_config = RelayConfig {
-                redis_url: url.clone(),
                 stream_key: config.redis_stream_key.clone(),
                 stream_max_len: config.redis_stream_max_len,
             };

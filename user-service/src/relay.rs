@@ -76,7 +76,6 @@ return {'ok', top_id}
 /// Where and how to publish.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
-    pub redis_url: String,
     /// The stream's key.
     pub stream_key: String,
     /// Approximate most entries the stream keeps (`XADD MAXLEN ~`).
