@@ -36,7 +36,7 @@ pub struct Config {
     pub redis_url: Option<String>,
 
     /// Key of the Redis stream the user-service's relay writes events to.
-    #[arg(long, env = "REDIS_STREAM_KEY", default_value = "users:events")]
+    #[arg(long, env = "REDIS_STREAM_KEY", default_value = users_proto::stream::DEFAULT_KEY)]
     pub redis_stream_key: String,
 
     /// Serve the page's files (web/) from this folder, read at each request, instead

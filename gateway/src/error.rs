@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 use tonic::Code;
 use tonic_types::StatusExt;
+use users_proto::errors;
 use warp::{
     http::{HeaderValue, StatusCode, header},
     reply::Response,
@@ -259,9 +260,7 @@ impl From<tonic::Status> for Error {
             },
             Code::NotFound => Error::NotFound,
             Code::FailedPrecondition => {
-                let current = status
-                    .get_details_error_info()
-                    .and_then(|info| info.metadata.get("current_version").cloned());
+                let current = errors::metadata(&status, errors::CURRENT_VERSION_KEY);
                 Error::PreconditionFailed(match current {
                     Some(version) => format!(
                         "Precondition failed: the user has changed; it is now at version {version}."

@@ -159,18 +159,17 @@ pub fn install() -> PrometheusHandle {
     );
     // At zero from the first scrape, so dashboards and alerts never see
     // "absent": every series whose labels are known up front.
-    metrics::gauge!(WS_CONNECTIONS).set(0.0);
-    metrics::gauge!(EVENT_SOURCE_UP).set(0.0);
-    for counter in [
-        EVENTS_FANNED_OUT,
-        WS_FRAMES_QUEUED,
-        REDIS_RECONNECTS,
-        WATCH_RECONNECTS,
-        WS_RESUMES,
-        WS_RESYNCS,
-    ] {
-        metrics::counter!(counter).increment(0);
-    }
+    service_runtime::metrics::expose_at_zero(
+        &[
+            EVENTS_FANNED_OUT,
+            WS_FRAMES_QUEUED,
+            REDIS_RECONNECTS,
+            WATCH_RECONNECTS,
+            WS_RESUMES,
+            WS_RESYNCS,
+        ],
+        &[WS_CONNECTIONS, EVENT_SOURCE_UP],
+    );
     for reason in WS_CLOSED_REASONS {
         metrics::counter!(WS_CLOSED, "reason" => reason).increment(0);
     }

@@ -10,9 +10,8 @@ use crate::upstream::UsersClient;
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, Value, aio::MultiplexedConnection, streams::StreamReadReply,
 };
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use users_proto::v1 as pb;
+use users_proto::{stream, v1 as pb};
 
 use super::{
     Hub,
@@ -241,7 +240,7 @@ impl Follower {
                 .arg(BLOCK.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&self.source.stream_key)
-                .arg(format!("{last}-0"))
+                .arg(stream::entry_id(last))
                 .query_async(conn),
         )
         .await?;
@@ -276,27 +275,22 @@ async fn call<T>(future: impl Future<Output = redis::RedisResult<T>>) -> anyhow:
         .map_err(|_| anyhow::anyhow!("Redis did not answer in time"))??)
 }
 
-/// An entry `<seq>-0` with fields `epoch` and `event` (a protobuf UserEvent);
-/// anything else is logged and skipped.
+/// An entry as the relay writes it ([`stream::decode`]); anything else is logged
+/// and skipped.
 fn decode(entry: redis::streams::StreamId) -> Option<Entry> {
-    let seq = entry.id.split('-').next()?.parse::<u64>().ok();
-    let bytes = |name: &str| match entry.map.get(name) {
-        Some(Value::BulkString(bytes)) => Some(bytes.clone()),
-        Some(Value::SimpleString(text)) => Some(text.clone().into_bytes()),
+    let field = |name: &str| match entry.map.get(name) {
+        Some(Value::BulkString(bytes)) => Some(bytes.as_slice()),
+        Some(Value::SimpleString(text)) => Some(text.as_bytes()),
         _ => None,
     };
-    let epoch = bytes("epoch").and_then(|b| String::from_utf8(b).ok());
-    let event = bytes("event").and_then(|b| pb::UserEvent::decode(b.as_slice()).ok());
-    match (seq, epoch, event) {
-        (Some(seq), Some(epoch), Some(mut event)) => {
-            event.seq = seq;
-            if event.epoch.is_empty() {
-                event.epoch = epoch.clone();
-            }
-            Some(Entry { seq, epoch, event })
-        }
-        _ => {
-            tracing::warn!(id = %entry.id, "events: skipping a malformed stream entry");
+    match stream::decode(&entry.id, field) {
+        Ok((seq, event)) => Some(Entry {
+            seq,
+            epoch: event.epoch.clone(),
+            event,
+        }),
+        Err(error) => {
+            tracing::warn!(id = %entry.id, %error, "events: skipping a malformed stream entry");
             None
         }
     }
@@ -305,15 +299,19 @@ fn decode(entry: redis::streams::StreamId) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
     use std::collections::HashMap;
 
     fn entry(id: &str, epoch: &str, event: &pb::UserEvent) -> redis::streams::StreamId {
         let mut map = HashMap::new();
         map.insert(
-            "epoch".to_owned(),
+            stream::EPOCH_FIELD.to_owned(),
             Value::BulkString(epoch.as_bytes().to_vec()),
         );
-        map.insert("event".to_owned(), Value::BulkString(event.encode_to_vec()));
+        map.insert(
+            stream::EVENT_FIELD.to_owned(),
+            Value::BulkString(event.encode_to_vec()),
+        );
         redis::streams::StreamId {
             id: id.to_owned(),
             map,
@@ -341,8 +339,10 @@ mod tests {
         let mut bad = entry("x-0", "e1", &pb::UserEvent::default());
         assert!(decode(bad.clone()).is_none());
         bad.id = "3-0".into();
-        bad.map
-            .insert("event".into(), Value::BulkString(vec![0xff, 0xff]));
+        bad.map.insert(
+            stream::EVENT_FIELD.into(),
+            Value::BulkString(vec![0xff, 0xff]),
+        );
         assert!(decode(bad).is_none());
     }
 }

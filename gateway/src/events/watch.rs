@@ -7,8 +7,7 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
-use tonic_types::StatusExt;
-use users_proto::{metadata, v1 as pb};
+use users_proto::{errors, metadata, v1 as pb};
 
 use super::{
     Hub,
@@ -71,9 +70,9 @@ async fn open_request(
 pub fn is_position_lost(status: &Status) -> bool {
     match status.code() {
         Code::OutOfRange => true,
-        Code::FailedPrecondition => status
-            .get_details_error_info()
-            .is_none_or(|info| info.reason == "EPOCH_MISMATCH"),
+        Code::FailedPrecondition => {
+            errors::reason(status).is_none_or(|reason| reason == errors::EPOCH_MISMATCH)
+        }
         _ => false,
     }
 }
@@ -233,30 +232,24 @@ pub async fn probe(client: &UsersClient) -> Result<(String, u64), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-    use tonic_types::ErrorDetails;
 
-    fn with_reason(code: Code, reason: &str) -> Status {
-        Status::with_error_details(
-            code,
-            "x",
-            ErrorDetails::with_error_info(reason, "users.v1", HashMap::<String, String>::new()),
-        )
+    fn with_reason(code: Code, reason: &'static str) -> Status {
+        errors::status(code, "x", reason, [])
     }
 
     #[test]
     fn lost_positions_are_told_from_passing_failures() {
         assert!(is_position_lost(&with_reason(
             Code::FailedPrecondition,
-            "EPOCH_MISMATCH"
+            errors::EPOCH_MISMATCH
         )));
         assert!(is_position_lost(&with_reason(
             Code::OutOfRange,
-            "SEQ_EXPIRED"
+            errors::SEQ_EXPIRED
         )));
         assert!(is_position_lost(&with_reason(
             Code::OutOfRange,
-            "SEQ_AHEAD"
+            errors::SEQ_AHEAD
         )));
         assert!(!is_position_lost(&Status::unavailable("down")));
         assert!(!is_position_lost(&Status::internal("x")));
