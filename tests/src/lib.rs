@@ -8,26 +8,21 @@ pub mod faults;
 pub mod feed_order;
 pub mod manifests;
 
+pub use test_support::{Redis, eventually, free_port, metric_value, poll_until, send_signal};
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
-    sync::{Arc, Mutex, OnceLock},
+    sync::OnceLock,
     time::Duration,
 };
 
-use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::Value;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-    process::{Child, Command},
-    sync::watch,
-};
+use tokio::{net::TcpStream, process::Command};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
     tungstenite::{Message, protocol::CloseFrame},
@@ -69,12 +64,26 @@ pub fn binary(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A running child process, killed when dropped.
+/// One of our binaries, running: a [`test_support::Process`] (its output kept,
+/// killed when dropped, signals) that is known to listen, and where.
 pub struct Process {
-    child: Child,
+    process: test_support::Process,
     /// The address it logged as bound (`listen=`).
     pub addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::ops::Deref for Process {
+    type Target = test_support::Process;
+
+    fn deref(&self) -> &test_support::Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut test_support::Process {
+        &mut self.process
+    }
 }
 
 impl Process {
@@ -98,105 +107,22 @@ impl Process {
             std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
         );
         configure(&mut command);
-        let mut child = command
-            .args(args)
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, mut addr_rx) = watch::channel(None::<SocketAddr>);
-        let echo = std::env::var_os("E2E_ECHO").is_some();
-        let name = program.file_name().unwrap().to_string_lossy().into_owned();
-        let mut readers = Vec::new();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let logs = logs.clone();
-            let addr_tx = addr_tx.clone();
-            let name = name.clone();
-            readers.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if echo {
-                        eprintln!("[{name}] {line}");
-                    }
-                    if let Ok(json) = serde_json::from_str::<Value>(&line)
-                        && json["message"]
-                            .as_str()
-                            .is_some_and(|m| m.contains("listening"))
-                        && let Some(addr) = json["listen"].as_str().and_then(|a| a.parse().ok())
-                    {
-                        let _ = addr_tx.send(Some(addr));
-                    }
-                    logs.lock().unwrap().push(line);
-                }
-            }));
-        }
-        let addr = tokio::select! {
-            addr = addr_rx.wait_for(Option::is_some) => addr.ok().and_then(|a| *a),
-            _ = tokio::time::sleep(START_TIMEOUT) => None,
-            _ = child.wait() => None,
-        };
-        if addr.is_none() {
-            // A process that exited may have written its reason after we last
-            // read: read its output to the end before reporting it.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(readers))
-                    .await;
-        }
-        match addr {
-            Some(addr) => Ok(Process { child, addr, logs }),
-            None => bail!(
-                "{name} did not start listening; its output:\n{}",
-                logs.lock().unwrap().join("\n")
-            ),
-        }
-    }
-
-    /// Every line logged so far.
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the process to exit; its exit code.
-    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<i32> {
-        self.signal(libc::SIGTERM)?;
-        let exit = tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .context("the process did not exit in time")??;
-        Ok(exit.code().unwrap_or(-1))
-    }
-
-    /// Kills the process at once (SIGKILL) and waits for it.
-    pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    /// Its process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Sends `signal` (e.g. `libc::SIGSTOP`) without waiting for anything.
-    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
-        send_signal(self.pid().context("the process already exited")?, signal)
+        command.args(args).env("LOG_FORMAT", "json");
+        let mut process = test_support::Process::spawn(command)?;
+        let addr = process
+            .wait_for_line("that it is listening", START_TIMEOUT, listening_addr)
+            .await?;
+        Ok(Process { process, addr })
     }
 }
 
-/// Sends `signal` to process `pid`.
-pub fn send_signal(pid: u32, signal: i32) -> anyhow::Result<()> {
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    anyhow::ensure!(
-        rc == 0,
-        "kill({pid}, {signal}): {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
+/// The address in a JSON log line saying the process listens (`listen=`).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let json = serde_json::from_str::<Value>(line).ok()?;
+    if !json["message"].as_str()?.contains("listening") {
+        return None;
+    }
+    json["listen"].as_str()?.parse().ok()
 }
 
 /// A user-service on a fresh SQLite database in its own temporary folder.
@@ -275,14 +201,6 @@ impl UserService {
     }
 }
 
-/// The value of one series (`name` or `name{labels}`, exactly as rendered) in a
-/// Prometheus exposition.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Flags that lift the gateway's rate limits, for tests that write and connect
 /// faster than any one client should.
 pub fn unthrottled() -> Vec<String> {
@@ -308,114 +226,6 @@ pub async fn start_gateway(user_service_url: &str, extra: &[String]) -> Process 
     Process::start(&binary("gateway"), &args)
         .await
         .expect("the gateway starts")
-}
-
-/// A redis-server of our own on a free port, keeping nothing on disk.
-pub struct Redis {
-    child: Option<Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// Starts one and waits until it answers PING.
-    pub async fn start() -> Redis {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let mut redis = Redis {
-            child: None,
-            port,
-            dir,
-        };
-        redis.start_again().await;
-        redis
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The flag that points either service at this Redis.
-    pub fn flags(&self) -> Vec<String> {
-        vec!["--redis-url".to_owned(), self.url()]
-    }
-
-    /// Its process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
-
-    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as in a
-    /// network stall.
-    pub fn pause(&self) {
-        send_signal(self.pid().expect("redis-server runs"), libc::SIGSTOP).expect("SIGSTOP");
-    }
-
-    /// Thaws it after [`Redis::pause`] (SIGCONT).
-    pub fn resume(&self) {
-        send_signal(self.pid().expect("redis-server runs"), libc::SIGCONT).expect("SIGCONT");
-    }
-
-    /// Kills it (it keeps nothing: a restart starts empty).
-    pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// Starts it (again) on the same port.
-    pub async fn start_again(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &self.dir.path().display().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        while tokio::time::Instant::now() < deadline {
-            if self.ping().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    async fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        if stream.write_all(b"PING\r\n").await.is_err() {
-            return false;
-        }
-        let mut reply = [0u8; 7];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
-            Ok(Ok(_)) if &reply == b"+PONG\r\n"
-        )
-    }
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// An HTTP answer.

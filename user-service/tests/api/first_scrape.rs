@@ -3,14 +3,12 @@
 //! process of its own: the apps of the other tests share this process's
 //! recorder, so a series they record would hide one the service forgot.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use test_support::Process;
+use tokio::process::Command;
 
 /// Every counter and gauge the README lists for the user-service.
 const SERIES: [&str; 6] = [
@@ -24,37 +22,29 @@ const SERIES: [&str; 6] = [
 
 /// Starts the user-service binary on a new database with nothing from this
 /// environment, and returns it with the metrics address it logged.
-async fn start(dir: &tempfile::TempDir) -> (Child, SocketAddr) {
+async fn start(dir: &tempfile::TempDir) -> (Process, SocketAddr) {
     let database = format!("sqlite://{}", dir.path().join("users.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
+    command
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .args(["--log-format", "json", "--database-url", &database])
         .env_clear()
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the user-service binary starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("its output reads") {
-            if let Some(rest) = line.split_once(r#""metrics_listen":""#).map(|(_, r)| r) {
-                return rest.split('"').next().and_then(|a| a.parse().ok());
-            }
-        }
-        None
-    })
-    .await
-    .expect("the user-service says where it listens within 30 s")
-    .expect("its listening line names the metrics address");
-    (child, addr)
+        .env("RUST_LOG", "info");
+    let mut process = Process::spawn(command).expect("the user-service binary starts");
+    let addr = process
+        .wait_for_line("its metrics address", Duration::from_secs(30), |line| {
+            let (_, rest) = line.split_once(r#""metrics_listen":""#)?;
+            rest.split('"').next()?.parse().ok()
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    (process, addr)
 }
 
 #[tokio::test]
 async fn a_fresh_process_exposes_every_counter_and_gauge_at_zero() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let (mut child, addr) = start(&dir).await;
+    let (mut process, addr) = start(&dir).await;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let uri = format!("http://{addr}/metrics")
@@ -75,5 +65,5 @@ async fn a_fresh_process_exposes_every_counter_and_gauge_at_zero() {
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
         assert_eq!(value, Some("0"), "{series} in:\n{text}");
     }
-    child.kill().await.expect("the user-service stops");
+    process.kill().await;
 }

@@ -8,7 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use users_proto::v1 as pb;
 
-use crate::helpers::{RedisServer, TestApp, eventually, expect_code, spawn_app_with};
+use test_support::{Redis, eventually, metric_value as value};
+
+use crate::helpers::{TestApp, expect_code, spawn_app_with};
 
 /// `GET <path>` on the metrics port: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -32,13 +34,6 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b)
         .unwrap_or_default();
     (status, body.to_owned())
-}
-
-/// The value of one series (`name` or `name{labels}`, exactly as rendered).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 async fn scrape(app: &TestApp) -> String {
@@ -95,7 +90,7 @@ async fn the_metrics_port_serves_rpc_database_and_watch_metrics() {
 
 #[tokio::test]
 async fn the_outbox_backlog_grows_while_redis_is_down_and_drains_after() {
-    let mut redis = RedisServer::start();
+    let mut redis = Redis::start().await;
     let app = spawn_app_with(|c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         c.redis_url = Some(redis.url());
@@ -108,7 +103,7 @@ async fn the_outbox_backlog_grows_while_redis_is_down_and_drains_after() {
     })
     .await;
 
-    redis.stop();
+    redis.stop().await;
     for name in ["A", "B", "C"] {
         app.create(name, "Down").await;
     }
@@ -116,7 +111,7 @@ async fn the_outbox_backlog_grows_while_redis_is_down_and_drains_after() {
     let text = scrape(&app).await;
     assert_eq!(backlog(&text), Some(3.0), "{text}");
 
-    redis.restart();
+    redis.restart().await;
     let text = eventually(Duration::from_secs(20), "the backlog to drain", || async {
         let text = scrape(&app).await;
         (backlog(&text) == Some(0.0)).then_some(text)

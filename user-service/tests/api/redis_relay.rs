@@ -4,7 +4,9 @@ use deadpool_redis::redis::{self, AsyncCommands, Value, streams::StreamRangeRepl
 use prost::Message;
 use users_proto::v1 as pb;
 
-use crate::helpers::{RedisServer, eventually, rename_first, spawn_app_with};
+use test_support::{Redis, eventually};
+
+use crate::helpers::{rename_first, spawn_app_with};
 
 const KEY: &str = "users:events";
 
@@ -52,7 +54,7 @@ async fn stream_up_to(url: &str, seq: u64) -> Vec<(String, String, pb::UserEvent
 
 #[tokio::test]
 async fn every_event_reaches_the_stream_in_order_with_its_seq_as_id() {
-    let redis = RedisServer::start();
+    let redis = Redis::start().await;
     let app = spawn_app_with(|c| c.redis_url = Some(redis.url())).await;
     let ada = app.create("Ada", "Lovelace").await;
     for i in 0..4 {
@@ -88,12 +90,12 @@ async fn every_event_reaches_the_stream_in_order_with_its_seq_as_id() {
 #[tokio::test]
 async fn with_redis_down_writes_succeed_and_after_it_returns_empty_every_event_arrives_once_in_order()
  {
-    let mut redis = RedisServer::start();
+    let mut redis = Redis::start().await;
     let app = spawn_app_with(|c| c.redis_url = Some(redis.url())).await;
     let ada = app.create("Ada", "Lovelace").await;
     stream_up_to(&redis.url(), 1).await;
 
-    redis.stop();
+    redis.stop().await;
     for i in 0..10 {
         app.client
             .clone()
@@ -101,7 +103,7 @@ async fn with_redis_down_writes_succeed_and_after_it_returns_empty_every_event_a
             .await
             .expect("writes succeed while Redis is down");
     }
-    redis.restart();
+    redis.restart().await;
     for i in 0..5 {
         app.rename(ada.id, &format!("back {i}")).await;
     }
@@ -117,14 +119,14 @@ async fn with_redis_down_writes_succeed_and_after_it_returns_empty_every_event_a
 
 #[tokio::test]
 async fn a_redis_restart_with_no_new_writes_is_refilled_by_the_idle_check() {
-    let mut redis = RedisServer::start();
+    let mut redis = Redis::start().await;
     let app = spawn_app_with(|c| c.redis_url = Some(redis.url())).await;
     for i in 0..3 {
         app.create(&format!("U{i}"), "X").await;
     }
     stream_up_to(&redis.url(), 3).await;
 
-    redis.restart();
+    redis.restart().await;
 
     let entries = stream_up_to(&redis.url(), 3).await;
     assert_eq!(
@@ -135,7 +137,7 @@ async fn a_redis_restart_with_no_new_writes_is_refilled_by_the_idle_check() {
 
 #[tokio::test]
 async fn entries_already_on_the_stream_are_not_published_twice() {
-    let redis = RedisServer::start();
+    let redis = Redis::start().await;
     let app = spawn_app_with(|c| c.redis_url = Some(redis.url())).await;
     for i in 0..3 {
         app.create(&format!("U{i}"), "X").await;
@@ -155,7 +157,7 @@ async fn entries_already_on_the_stream_are_not_published_twice() {
 
 #[tokio::test]
 async fn a_stream_of_another_database_is_replaced() {
-    let redis = RedisServer::start();
+    let redis = Redis::start().await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: String = redis::cmd("XADD")
