@@ -339,8 +339,7 @@ async fn a_disk_that_refuses_writes_gives_503_and_not_serving_then_service_resum
                 first_name: Some("by gRPC while the disk refuses".into()),
                 ..Default::default()
             }),
-            update_mask: None,
-            expected_version: None,
+            ..Default::default()
         })
         .await
         .expect_err("a gRPC write while the disk refuses writes");

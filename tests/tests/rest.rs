@@ -211,6 +211,102 @@ async fn etag_and_if_match_guard_every_change() {
     assert_eq!(http.get(&path).await.status, 404);
 }
 
+/// A write whose body cannot be sent as it is (unreadable, or a field of the wrong
+/// JSON type) is answered in DRF's order across both processes: the missing user
+/// (404), then the stale version (412), then the body (400), where a typing error
+/// stands beside the user-service's own violation of the other field; nothing
+/// changes.
+#[tokio::test]
+async fn a_bad_body_is_answered_after_the_object_and_its_version() {
+    let users = UserService::start(&[]).await;
+    let gateway = start_gateway(&users.url(), &[]).await;
+    let http = Http::new(gateway.addr);
+    let user = http.create("Grace", "Hopper").await;
+    let path = format!("/api/users/{}/", user["id"]);
+    let send = |method: &'static str, path: String, body: String, if_match: &'static str| {
+        let http = http.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = if if_match.is_empty() {
+                vec![]
+            } else {
+                vec![("if-match", if_match)]
+            };
+            http.send(
+                method,
+                &path,
+                Some("application/json"),
+                Some(body.into_bytes()),
+                &headers,
+            )
+            .await
+        }
+    };
+    let long = format!(
+        r#"{{"first_name": false, "last_name": "{}"}}"#,
+        "x".repeat(101)
+    );
+    let cases = [
+        (
+            "PATCH",
+            "/api/users/987654/".to_owned(),
+            r#"{"first_name": true}"#,
+            "",
+            404,
+        ),
+        ("PUT", "/api/users/987654/".to_owned(), "{not json", "", 404),
+        (
+            "PATCH",
+            path.clone(),
+            r#"{"first_name": true}"#,
+            "\"7\"",
+            412,
+        ),
+        ("PATCH", path.clone(), "{not json", "\"7\"", 412),
+        ("PATCH", path.clone(), "{not json", "\"1\"", 400),
+    ];
+    for (method, target, body, if_match, status) in cases {
+        let answer = send(method, target.clone(), body.to_owned(), if_match).await;
+        assert_eq!(
+            answer.status,
+            status,
+            "{method} {target} {body} {if_match}: {:?}",
+            answer.json()
+        );
+    }
+    let both = send("PUT", path.clone(), long, "\"1\"").await;
+    assert_eq!(both.status, 400);
+    assert_eq!(both.json()["first_name"], json!(["Not a valid string."]));
+    assert_eq!(
+        both.json()["last_name"],
+        json!(["Ensure this field has no more than 100 characters."])
+    );
+    let created = send(
+        "POST",
+        "/api/users/".to_owned(),
+        r#"{"first_name": [], "last_name": ""}"#.to_owned(),
+        "",
+    )
+    .await;
+    assert_eq!(created.status, 400, "{:?}", created.json());
+    assert_eq!(created.json()["first_name"], json!(["Not a valid string."]));
+    assert_eq!(
+        created.json()["last_name"],
+        json!(["This field may not be blank."])
+    );
+
+    let after = http.get(&path).await.json();
+    assert_eq!(after, user, "nothing changed");
+    assert_eq!(
+        http.get("/api/users/")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn pagination_follows_drf_limit_offset() {
     let users = UserService::start(&[]).await;

@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
                 last_name: Some("Mark".into()),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -46,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
                         update_mask: Some(prost_types::FieldMask {
                             paths: vec!["first_name".into()],
                         }),
-                        expected_version: None,
+                        ..Default::default()
                     };
                     let sent = Instant::now();
                     client.update_user(request).await?;

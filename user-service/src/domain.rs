@@ -193,6 +193,21 @@ impl Changes {
             Field::LastName => self.last_name.as_ref(),
         }
     }
+
+    /// Sets on `user` every value that differs from its own, and says which
+    /// fields changed: none means the update is a no-op (no new version, no event).
+    pub fn apply_to(&self, user: &mut User) -> Vec<Field> {
+        let changed: Vec<Field> = Field::ALL
+            .into_iter()
+            .filter(|&f| self.get(f).is_some_and(|v| v.as_str() != user.get(f)))
+            .collect();
+        for &field in &changed {
+            if let Some(value) = self.get(field) {
+                user.set(field, value.as_str().to_owned());
+            }
+        }
+        changed
+    }
 }
 
 /// What an event did to its user; the numbers are the proto enum's and the

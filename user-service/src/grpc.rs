@@ -88,7 +88,8 @@ impl UserService for UsersApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let user = request.into_inner().user.unwrap_or_default();
+        let request = request.into_inner();
+        let user = request.user.unwrap_or_default();
         let mut violations = Vec::new();
         let first = require_name(
             Field::FirstName,
@@ -99,6 +100,14 @@ impl UserService for UsersApi {
         let (Some(first), Some(last)) = (first, last) else {
             return Err(Error::Invalid(violations).into());
         };
+        if request.validate_only {
+            let preview = pb::User {
+                first_name: Some(first.into_string()),
+                last_name: Some(last.into_string()),
+                ..Default::default()
+            };
+            return Ok(Response::new(preview));
+        }
         let saved = self
             .store
             .create_user(first.into_string(), last.into_string())
@@ -118,6 +127,13 @@ impl UserService for UsersApi {
         let fields = fields_to_update(&paths, &user)?;
         // Value errors wait until the store knows the user exists (404 first, as DRF).
         let changes = changes_for(&fields, &user);
+        if request.validate_only {
+            let preview = self
+                .store
+                .preview_update(user.id, changes, request.expected_version)
+                .await?;
+            return Ok(Response::new(user_to_proto(&preview)));
+        }
         let saved = self
             .store
             .update_user(user.id, changes, request.expected_version)

@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             None => assert!(sent.is_none()),
             Some(FieldValue::Text(text)) => assert_eq!(sent.as_deref(), Some(text.as_str())),
             Some(FieldValue::Invalid(_)) => {
-                assert_eq!(sent.as_deref(), Some(""));
+                assert!(sent.is_none(), "{name}: a value of the wrong type is not sent");
                 assert!(typing.iter().any(|(f, _)| f == name));
             }
         }

@@ -96,15 +96,20 @@ async fn collection(state: AppState, mut request: ApiRequest) -> Result<Response
         }
         Method::POST => {
             permit(Need::FullWrite)?;
+            // No object to look up first: an unreadable body is refused at once.
             let fields = read_fields(&state, &mut request).await?;
             let (user, typing) = to_proto(0, &fields);
-            let created = observe::grpc(
-                "CreateUser",
-                users.create_user(pb::CreateUserRequest { user: Some(user) }),
-            )
-            .await;
+            let bad = (!typing.is_empty()).then_some(BadBody::Typing(typing));
+            let create = pb::CreateUserRequest {
+                user: Some(user),
+                validate_only: bad.is_some(),
+            };
+            let created = observe::grpc("CreateUser", users.create_user(create)).await;
+            if let Some(bad) = bad {
+                return Err(refusal(created, bad));
+            }
             let seq = on_feed(&state, &created).await;
-            let user = with_typing_errors(created, typing)?;
+            let user = created?.into_inner();
             Ok(with_seq(
                 written_response(&caller, StatusCode::CREATED, &user),
                 seq,
@@ -139,28 +144,33 @@ async fn item(
             permit(Need::SomeWrite)?;
             let partial = request.method == Method::PATCH;
             let expected_version = if_match(&request.headers)?;
-            let fields = match read_fields(&state, &mut request).await {
-                Ok(fields) => fields,
+            let (user, paths, bad) = match read_fields(&state, &mut request).await {
+                Ok(fields) => {
+                    permit_fields(&caller, &fields, partial)?;
+                    let (user, typing) = to_proto(id, &fields);
+                    let bad = (!typing.is_empty()).then_some(BadBody::Typing(typing));
+                    (user, update_paths(&fields, partial), bad)
+                }
                 Err(error) => {
-                    // DRF looks the object up before it reads the body: 404 first.
-                    observe::grpc("GetUser", users.get_user(pb::GetUserRequest { id })).await?;
-                    return Err(error);
+                    let user = pb::User {
+                        id,
+                        ..Default::default()
+                    };
+                    (user, Vec::new(), Some(BadBody::Unreadable(error)))
                 }
             };
-            permit_fields(&caller, &fields, partial)?;
-            let (user, typing) = to_proto(id, &fields);
-            let paths = update_paths(&fields, partial);
-            let updated = observe::grpc(
-                "UpdateUser",
-                users.update_user(pb::UpdateUserRequest {
-                    user: Some(user),
-                    update_mask: Some(FieldMask { paths }),
-                    expected_version,
-                }),
-            )
-            .await;
+            let update = pb::UpdateUserRequest {
+                user: Some(user),
+                update_mask: Some(FieldMask { paths }),
+                expected_version,
+                validate_only: bad.is_some(),
+            };
+            let updated = observe::grpc("UpdateUser", users.update_user(update)).await;
+            if let Some(bad) = bad {
+                return Err(refusal(updated, bad));
+            }
             let seq = on_feed(&state, &updated).await;
-            let user = with_typing_errors(updated, typing)?;
+            let user = updated?.into_inner();
             Ok(with_seq(
                 written_response(&caller, StatusCode::OK, &user),
                 seq,
@@ -321,12 +331,8 @@ pub fn update_paths(fields: &NameFields, partial: bool) -> Vec<String> {
     }
 }
 
-/// The proto user for a body, and the JSON typing errors found on the way.
-///
-/// A field with a typing error is sent as `""`, which the user-service always
-/// refuses as blank: the call then fails without changing anything, yet still
-/// reports the other field's violations and a missing user (404) in DRF's order.
-/// [`with_typing_errors`] puts our message back in place of "blank".
+/// The proto user for a body, and the JSON typing errors found on the way: a
+/// field with the wrong JSON type is not sent (DRF's message for it is kept).
 pub fn to_proto(id: i64, fields: &NameFields) -> (pb::User, Vec<(String, String)>) {
     let mut typing = Vec::new();
     let mut value = |name: &str, field: &Option<FieldValue>| match field {
@@ -334,7 +340,7 @@ pub fn to_proto(id: i64, fields: &NameFields) -> (pb::User, Vec<(String, String)
         Some(FieldValue::Text(text)) => Some(text.clone()),
         Some(FieldValue::Invalid(message)) => {
             typing.push((name.to_owned(), (*message).to_owned()));
-            Some(String::new())
+            None
         }
     };
     let user = pb::User {
@@ -346,42 +352,48 @@ pub fn to_proto(id: i64, fields: &NameFields) -> (pb::User, Vec<(String, String)
     (user, typing)
 }
 
-/// Merges the gateway's typing errors into the user-service's answer.
-fn with_typing_errors(
-    answer: Result<tonic::Response<pb::User>, tonic::Status>,
-    typing: Vec<(String, String)>,
-) -> Result<pb::User, Error> {
-    if typing.is_empty() {
-        return Ok(answer?.into_inner());
-    }
-    let service_violations = match answer.map_err(Error::from) {
-        Ok(_) => {
-            return Err(Error::Internal(
-                "the user-service accepted a blank name".into(),
-            ));
-        }
+/// Why a write's body cannot be applied as sent.
+enum BadBody {
+    /// Unreadable: not JSON, not an object, the wrong media type, too big or too
+    /// slow.
+    Unreadable(Error),
+    /// JSON, but these fields have the wrong type: DRF's message for each.
+    Typing(Vec<(String, String)>),
+}
+
+/// The answer to a write whose body is bad, given the user-service's check of
+/// the same write (`validate_only`: nothing is written). The order is DRF's, and
+/// the user-service keeps it: a missing user (404), then a stale version (412),
+/// then the body (400), where each field has the gateway's typing message or
+/// else the user-service's violations of the value that was sent.
+fn refusal(checked: Result<tonic::Response<pb::User>, tonic::Status>, bad: BadBody) -> Error {
+    let service_violations = match checked.map_err(Error::from) {
+        Ok(_) => Vec::new(),
         Err(Error::Invalid(violations)) => violations,
-        Err(other) => return Err(other),
+        Err(other) => return other,
+    };
+    let typing = match bad {
+        BadBody::Unreadable(error) => return error,
+        BadBody::Typing(typing) => typing,
     };
     let mut merged = Vec::new();
     for field in NAME_FIELDS {
-        if let Some((name, message)) = typing.iter().find(|(name, _)| name == field) {
-            merged.push((name.clone(), message.clone()));
-        } else {
-            merged.extend(
+        match typing.iter().find(|(name, _)| name == field) {
+            Some(typed) => merged.push(typed.clone()),
+            None => merged.extend(
                 service_violations
                     .iter()
-                    .filter(|(f, _)| f == field)
+                    .filter(|(name, _)| name == field)
                     .cloned(),
-            );
+            ),
         }
     }
     merged.extend(
         service_violations
             .into_iter()
-            .filter(|(f, _)| !NAME_FIELDS.contains(&f.as_str())),
+            .filter(|(name, _)| !NAME_FIELDS.contains(&name.as_str())),
     );
-    Err(Error::Invalid(merged))
+    Error::Invalid(merged)
 }
 
 #[cfg(test)]
@@ -406,10 +418,14 @@ mod tests {
         ));
     }
 
+    fn typing(field: &str) -> BadBody {
+        BadBody::Typing(vec![(field.to_owned(), "Not a valid string.".to_owned())])
+    }
+
     #[test]
-    fn typing_errors_replace_blank_and_keep_field_order() {
+    fn typing_errors_stand_for_their_fields_beside_the_services_violations() {
         let mut details = tonic_types::ErrorDetails::new();
-        details.add_bad_request_violation("first_name", "This field may not be blank.");
+        details.add_bad_request_violation("first_name", "This field is required.");
         details.add_bad_request_violation(
             "last_name",
             "Ensure this field has no more than 100 characters.",
@@ -419,10 +435,7 @@ mod tests {
             "x",
             details,
         );
-        let typing = vec![("first_name".to_owned(), "Not a valid string.".to_owned())];
-        let Err(error) = with_typing_errors(Err(status), typing) else {
-            panic!("typing errors must fail the request");
-        };
+        let error = refusal(Err(status), typing("first_name"));
         assert_eq!(
             error.body(),
             json!({
@@ -430,12 +443,25 @@ mod tests {
                 "last_name": ["Ensure this field has no more than 100 characters."],
             })
         );
+        let alone = refusal(
+            Ok(tonic::Response::new(pb::User::default())),
+            typing("last_name"),
+        );
+        assert_eq!(
+            alone.body(),
+            json!({ "last_name": ["Not a valid string."] })
+        );
     }
 
     #[test]
-    fn typing_errors_yield_to_a_missing_user() {
-        let typing = vec![("first_name".to_owned(), "x".to_owned())];
-        let result = with_typing_errors(Err(tonic::Status::not_found("x")), typing);
-        assert!(matches!(result, Err(Error::NotFound)));
+    fn a_missing_user_and_a_stale_version_come_before_the_body() {
+        let missing = refusal(Err(tonic::Status::not_found("x")), typing("first_name"));
+        assert!(matches!(missing, Error::NotFound));
+        let unreadable = BadBody::Unreadable(Error::Parse("x".into()));
+        let stale = refusal(Err(tonic::Status::failed_precondition("x")), unreadable);
+        assert!(matches!(stale, Error::PreconditionFailed(_)), "{stale:?}");
+        let unreadable = BadBody::Unreadable(Error::Parse("x".into()));
+        let body = refusal(Ok(tonic::Response::new(pb::User::default())), unreadable);
+        assert!(matches!(body, Error::Parse(_)), "{body:?}");
     }
 }

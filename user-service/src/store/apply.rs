@@ -124,17 +124,9 @@ pub(super) fn apply(
             let changes = changes
                 .as_ref()
                 .map_err(|violations| Error::Invalid(violations.clone()))?;
-            let changed: Vec<Field> = Field::ALL
-                .into_iter()
-                .filter(|&f| changes.get(f).is_some_and(|v| v.as_str() != user.get(f)))
-                .collect();
+            let changed = changes.apply_to(&mut user);
             if changed.is_empty() {
                 return Ok((Written::User(user, None), None));
-            }
-            for &field in &changed {
-                if let Some(value) = changes.get(field) {
-                    user.set(field, value.as_str().to_owned());
-                }
             }
             let now = now_micros();
             user.update_time = now;
@@ -204,7 +196,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-fn check_version(user: &User, expected: Option<i64>) -> Result<(), Error> {
+pub(super) fn check_version(user: &User, expected: Option<i64>) -> Result<(), Error> {
     match expected {
         Some(expected) if expected != user.version => Err(Error::VersionMismatch {
             expected,

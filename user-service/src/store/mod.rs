@@ -232,6 +232,21 @@ impl Store {
         self.write_user(write).await
     }
 
+    /// Checks an update as [`Store::update_user`] does, in its order (404, then
+    /// 412, then the violations), and writes nothing: the user as the update
+    /// would leave it, version unchanged (a `validate_only` request).
+    pub async fn preview_update(
+        &self,
+        id: i64,
+        changes: Result<Changes, Vec<FieldViolation>>,
+        expected_version: Option<i64>,
+    ) -> Result<User, Error> {
+        let mut user = self.get_user(id).await?;
+        apply::check_version(&user, expected_version)?;
+        changes.map_err(Error::Invalid)?.apply_to(&mut user);
+        Ok(user)
+    }
+
     /// Deletes user `id` and records a delete event carrying the user as it was.
     pub async fn delete_user(
         &self,

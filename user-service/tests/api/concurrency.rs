@@ -61,6 +61,7 @@ async fn concurrent_creates_get_distinct_ids() {
                 let mut ids = Vec::new();
                 for i in 0..25 {
                     let request = pb::CreateUserRequest {
+                        validate_only: false,
                         user: Some(crate::helpers::user(
                             Some(&format!("w{w}")),
                             Some(&format!("{i}")),

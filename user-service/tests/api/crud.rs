@@ -106,6 +106,7 @@ async fn an_update_without_a_mask_changes_the_fields_that_are_set() {
         .client
         .clone()
         .update_user(pb::UpdateUserRequest {
+            validate_only: false,
             user: Some(pb::User {
                 id: created.id,
                 ..user(None, Some("King"))
@@ -346,6 +347,7 @@ async fn each_write_names_the_seq_of_its_event_and_a_write_that_changes_nothing_
 
     let created = client
         .create_user(pb::CreateUserRequest {
+            validate_only: false,
             user: Some(user(Some("Ada"), Some("Lovelace"))),
         })
         .await

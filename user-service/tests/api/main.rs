@@ -11,5 +11,6 @@ mod metrics;
 mod redis_relay;
 mod restart;
 mod transport;
+mod validate_only;
 mod validation;
 mod watch;

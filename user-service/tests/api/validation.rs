@@ -35,6 +35,7 @@ async fn create_error(
         .client
         .clone()
         .create_user(pb::CreateUserRequest {
+            validate_only: false,
             user: Some(user(first, last)),
         })
         .await;
@@ -123,7 +124,10 @@ async fn create_without_a_user_requires_both_names() {
     let result = app
         .client
         .clone()
-        .create_user(pb::CreateUserRequest { user: None })
+        .create_user(pb::CreateUserRequest {
+            user: None,
+            validate_only: false,
+        })
         .await;
 
     assert_eq!(
@@ -189,6 +193,7 @@ async fn a_full_update_requires_both_names() {
         .client
         .clone()
         .update_user(pb::UpdateUserRequest {
+            validate_only: false,
             user: Some(pb::User {
                 id: created.id,
                 ..user(Some("Ada"), None)
