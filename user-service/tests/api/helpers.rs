@@ -62,6 +62,7 @@ impl TestApp {
         self.client
             .clone()
             .create_user(pb::CreateUserRequest {
+                validate_only: false,
                 user: Some(user(Some(first), Some(last))),
             })
             .await
@@ -92,6 +93,7 @@ pub fn user(first: Option<&str>, last: Option<&str>) -> pb::User {
 /// An update of user `id` that sets `first_name` through the mask.
 pub fn rename_first(id: i64, first: &str) -> pb::UpdateUserRequest {
     pb::UpdateUserRequest {
+        validate_only: false,
         user: Some(pb::User {
             id,
             ..user(Some(first), None)
