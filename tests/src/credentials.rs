@@ -26,7 +26,7 @@ use tokio_rustls::{
     },
 };
 
-use crate::{Reply, STEP_TIMEOUT};
+use crate::{http::Reply, timeouts::STEP_TIMEOUT};
 
 /// A random HS256 secret: 32 random bytes, hex-encoded.
 pub fn random_secret() -> String {
@@ -108,8 +108,11 @@ pub fn ec_keys() -> (String, String) {
 /// files in a temporary folder.
 pub struct Pki {
     _dir: tempfile::TempDir,
+    /// The CA certificate, for the clients that must trust the server.
     pub ca: PathBuf,
+    /// The server's certificate, for the gateway's or user-service's TLS flags.
     pub cert: PathBuf,
+    /// The server's private key, likewise.
     pub key: PathBuf,
 }
 

@@ -27,7 +27,13 @@ use tonic_health::pb::{
 };
 use users_proto::v1 as pb;
 
-use crate::{Ended, Http, Redis, STEP_TIMEOUT, Socket};
+use test_support::Redis;
+
+use crate::{
+    http::Http,
+    socket::{Ended, Socket},
+    timeouts::STEP_TIMEOUT,
+};
 
 /// How long a follower waits before reconnecting, and a writer's pause after a
 /// connection error.

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
-use crate::{Http, Reply, Socket};
+use crate::{
+    http::{Http, Reply},
+    socket::Socket,
+};
 
 /// Sockets opened before each write, all of which must get its event.
 const SOCKETS_BEFORE: usize = 3;

@@ -16,7 +16,13 @@ use std::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{Process, Redis, UserService, binary, credentials};
+use test_support::Redis;
+
+use crate::{
+    binaries::{Process, binary},
+    credentials,
+    services::UserService,
+};
 
 /// `deploy/k8s` in the workspace.
 pub fn k8s_dir() -> PathBuf {
@@ -28,6 +34,7 @@ pub fn k8s_dir() -> PathBuf {
 
 /// Every resource of the kustomization, in file order.
 pub struct Manifests {
+    /// Each resource as JSON, as the API server would receive it.
     pub resources: Vec<Value>,
     /// The files the kustomization lists.
     pub files: Vec<String>,
@@ -300,6 +307,8 @@ pub struct TestSecrets {
 }
 
 impl TestSecrets {
+    /// A fresh random value for every key of every Secret in `manifests`, so no
+    /// test leans on the placeholders the repository ships.
     pub fn new(manifests: &Manifests) -> TestSecrets {
         let mut values = BTreeMap::new();
         for secret in manifests.of_kind("Secret") {
