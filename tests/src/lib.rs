@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! Helpers for the end-to-end tests: start the real `user-service` and `gateway`
 //! binaries (built by cargo on first use) on free ports with a fresh SQLite file,
 //! a real `redis-server`, and talk to them with real HTTP and WebSocket clients.

@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! What the user-service's integration tests (`user-service/tests/api`) and the
 //! end-to-end tests (`tests/`, crate `e2e`) both need, kept in one place so the
 //! two suites start Redis, pick ports and wait the same way.
