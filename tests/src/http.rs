@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::Value;
+use test_support::{Poll, eventually};
 
 use crate::timeouts::{START_TIMEOUT, STEP_TIMEOUT};
 
@@ -158,18 +159,18 @@ impl Http {
     /// Waits (bounded) until `/readyz` answers 200: a gateway listens before it
     /// has reached the user-service, and a test must not race that.
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            let reply = self.get("/readyz").await;
-            if reply.status == 200 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the gateway never became ready: {:?}",
-                reply.body
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            Poll::within(START_TIMEOUT).every(Duration::from_millis(50)),
+            "the gateway to become ready",
+            async || {
+                let reply = self.get("/readyz").await;
+                if reply.status == 200 {
+                    Ok(())
+                } else {
+                    Err(format!("{} {:?}", reply.status, reply.body))
+                }
+            },
+        )
+        .await;
     }
 }

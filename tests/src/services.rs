@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use test_support::{Poll, eventually};
 use tokio::process::Command;
 
 use crate::{
@@ -28,26 +29,14 @@ impl UserService {
     /// [`UserService::start`], with `configure` applied to the command.
     pub async fn start_with(extra: &[String], configure: impl FnOnce(&mut Command)) -> UserService {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let process = Self::start_in(&dir, extra, "127.0.0.1:0", configure).await;
+        let process = Process::start_with(
+            &binary("user-service"),
+            &args(&dir, extra, "127.0.0.1:0"),
+            configure,
+        )
+        .await
+        .expect("the user-service starts");
         UserService { process, dir }
-    }
-
-    async fn start_in(
-        dir: &tempfile::TempDir,
-        extra: &[String],
-        listen: &str,
-        configure: impl FnOnce(&mut Command),
-    ) -> Process {
-        let mut args = vec![
-            "--listen".to_owned(),
-            listen.to_owned(),
-            "--database-url".to_owned(),
-            format!("sqlite://{}", dir.path().join("users.db").display()),
-        ];
-        args.extend(extra.iter().cloned());
-        Process::start_with(&binary("user-service"), &args, configure)
-            .await
-            .expect("the user-service starts")
     }
 
     /// Its gRPC URL, as a gateway's `--user-service-url` takes it.
@@ -63,31 +52,30 @@ impl UserService {
         self.start_again(extra, addr).await;
     }
 
-    /// Starts it again on `addr` after it was stopped.
+    /// Starts it again on `addr` after it was stopped: the address the
+    /// gateway knows it by, so the gateway has to find it again by itself.
     pub async fn start_again(&mut self, extra: &[String], addr: SocketAddr) {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            let mut args = vec![
-                "--listen".to_owned(),
-                addr.to_string(),
-                "--database-url".to_owned(),
-                format!("sqlite://{}", self.dir.path().join("users.db").display()),
-            ];
-            args.extend(extra.iter().cloned());
-            match Process::start(&binary("user-service"), &args).await {
-                Ok(process) => {
-                    self.process = process;
-                    return;
-                }
-                // The port may linger for a moment after the old process.
-                Err(error) if tokio::time::Instant::now() < deadline => {
-                    let _ = error;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(error) => panic!("the user-service restarts: {error}"),
-            }
-        }
+        let args = args(&self.dir, extra, &addr.to_string());
+        // The port may linger for a moment after the old process.
+        self.process = eventually(
+            Poll::within(START_TIMEOUT).every(Duration::from_millis(200)),
+            &format!("the user-service to start again on {addr}"),
+            async || Process::start(&binary("user-service"), &args).await,
+        )
+        .await;
     }
+}
+
+/// The user-service's flags for a database in `dir`, listening on `listen`.
+fn args(dir: &tempfile::TempDir, extra: &[String], listen: &str) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_owned(),
+        listen.to_owned(),
+        "--database-url".to_owned(),
+        format!("sqlite://{}", dir.path().join("users.db").display()),
+    ];
+    args.extend(extra.iter().cloned());
+    args
 }
 
 /// Flags that lift the gateway's rate limits, for tests that write and connect

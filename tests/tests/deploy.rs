@@ -10,8 +10,9 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use e2e::{
-    Http, Redis, STEP_TIMEOUT, Socket, free_port,
+    Http, Poll, Redis, STEP_TIMEOUT, Socket, free_port,
     manifests::{self, Manifests, TestSecrets, container_port, listen_port, match_labels, selects},
+    poll_until,
 };
 use serde_json::{Value, json};
 
@@ -856,16 +857,22 @@ fn setting(manifests: &Manifests, secrets: &TestSecrets, workload: &str, variabl
         .unwrap_or_else(|| panic!("{workload}'s manifest sets no {variable}"))
 }
 
-/// GETs `path` until it answers 200 (bounded); the last answer.
+/// GETs `path` until it answers 200 (bounded); the last answer, which the
+/// caller asserts on with what the path is for.
 async fn until_ok(http: &Http, path: &str) -> e2e::Reply {
-    let deadline = tokio::time::Instant::now() + e2e::START_TIMEOUT;
-    loop {
-        let reply = http.get(path).await;
-        if reply.status == 200 || tokio::time::Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (Ok(reply) | Err(reply)) = poll_until(
+        Poll::within(e2e::START_TIMEOUT).every(Duration::from_millis(50)),
+        async || {
+            let reply = http.get(path).await;
+            if reply.status == 200 {
+                Ok(reply)
+            } else {
+                Err(reply)
+            }
+        },
+    )
+    .await;
+    reply
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::{
 };
 
 use e2e::{
-    Http, Redis, STEP_TIMEOUT, UserService,
+    Http, Redis, STEP_TIMEOUT, UserService, eventually,
     faults::{
         Follower, Outcome, Write, Writer, finish, gateway_flags, ignore_sigxfsz, limit_file_size,
         rss_kib, wait_health,
@@ -324,11 +324,19 @@ async fn a_disk_that_refuses_writes_gives_503_and_not_serving_then_service_resum
     // The disk refuses every write (RLIMIT_FSIZE 0: EFBIG, even for root).
     limit_file_size(pid, Some(0));
     let not_serving_after = wait_health(&url, ServingStatus::NotServing, STEP_TIMEOUT).await;
-    let deadline = Instant::now() + PHASE_TIMEOUT;
-    while writer.writes().iter().filter(|w| !w.acked()).count() < PHASE {
-        assert!(Instant::now() < deadline, "{case}: writes kept succeeding");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        PHASE_TIMEOUT,
+        &format!("{case}: {PHASE} writes to be refused"),
+        async || {
+            let refused = writer.writes().iter().filter(|w| !w.acked()).count();
+            if refused >= PHASE {
+                Ok(())
+            } else {
+                Err(format!("writes kept succeeding ({refused} refused)"))
+            }
+        },
+    )
+    .await;
     let mut client = pb::user_service_client::UserServiceClient::connect(url.clone())
         .await
         .unwrap();

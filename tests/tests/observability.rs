@@ -6,9 +6,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use e2e::{
-    Http, Process, STEP_TIMEOUT, Socket, UserService, binary,
+    Http, Poll, Process, STEP_TIMEOUT, Socket, UserService, binary,
     credentials::{claims, hs256, random_secret},
-    metric_value as value, start_gateway,
+    eventually, metric_value as value, start_gateway,
 };
 use serde_json::{Value, json};
 
@@ -30,18 +30,19 @@ async fn scrape(addr: SocketAddr) -> String {
 
 /// Scrapes `addr` until `done` holds (bounded); the last text.
 async fn scrape_until(addr: SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let text = scrape(addr).await;
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Poll::within(STEP_TIMEOUT).every(Duration::from_millis(50)),
+        what,
+        async || {
+            let text = scrape(addr).await;
+            if done(&text) {
+                Ok(text)
+            } else {
+                Err(format!("\n{text}"))
+            }
+        },
+    )
+    .await
 }
 
 /// The address a process logged in field `field` (e.g. `metrics_listen`).
@@ -66,19 +67,19 @@ fn lines_with(process: &Process, text: &str) -> Vec<Value> {
 
 /// Waits (bounded) until `process` has logged a line mentioning `text`.
 async fn wait_for_log(process: &Process, text: &str) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let lines = lines_with(process, text);
-        if !lines.is_empty() {
-            return lines;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no log line mentions {text:?}:\n{}",
-            process.logs().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        STEP_TIMEOUT,
+        &format!("a log line mentioning {text:?}"),
+        async || {
+            let lines = lines_with(process, text);
+            if lines.is_empty() {
+                Err(format!("\n{}", process.logs().join("\n")))
+            } else {
+                Ok(lines)
+            }
+        },
+    )
+    .await
 }
 
 fn metrics_flag() -> Vec<String> {

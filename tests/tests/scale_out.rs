@@ -11,7 +11,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use e2e::{
-    Ended, Http, Redis, Socket, free_port,
+    Ended, Http, Poll, Redis, Socket, eventually, free_port,
     manifests::{self, Manifests, TestSecrets},
 };
 use futures::{StreamExt, stream};
@@ -181,22 +181,24 @@ async fn three_gateways_deliver_every_event_and_a_stopped_ones_sockets_resume_el
     assert_eq!(created.status, 201, "{:?}", created.body);
     let id = created.json()["id"].as_i64().unwrap();
     let probe_token = manifests::token(&manifests, &secrets, "probe");
-    let deadline = tokio::time::Instant::now() + e2e::START_TIMEOUT;
-    let (created_seq, epoch) = loop {
-        let mut heads = Vec::new();
-        for gateway in &gateways {
-            let mut socket = Socket::connect(gateway.addr, &format!("token={probe_token}")).await;
-            heads.push(hello(&mut socket).await);
-        }
-        if heads.iter().all(|h| h == &heads[0] && h.0 > 0) {
-            break heads[0].clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateways never agreed: {heads:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (created_seq, epoch) = eventually(
+        Poll::within(e2e::START_TIMEOUT).every(Duration::from_millis(50)),
+        "the gateways to agree on the create event",
+        async || {
+            let mut heads = Vec::new();
+            for gateway in &gateways {
+                let mut socket =
+                    Socket::connect(gateway.addr, &format!("token={probe_token}")).await;
+                heads.push(hello(&mut socket).await);
+            }
+            if heads.iter().all(|h| h == &heads[0] && h.0 > 0) {
+                Ok(heads[0].clone())
+            } else {
+                Err(format!("their hellos: {heads:?}"))
+            }
+        },
+    )
+    .await;
 
     // 300 sockets, a third on each gateway, each its own identity.
     let (last_tx, last_rx) = watch::channel(None);

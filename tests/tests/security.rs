@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use e2e::{
-    Ended, Http, Process, Reply, STEP_TIMEOUT, Socket, UserService,
+    Ended, Http, Poll, Process, Reply, STEP_TIMEOUT, Socket, UserService,
     credentials::{self, Pki, claims, hs256},
-    start_gateway,
+    eventually, start_gateway,
 };
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -605,16 +605,16 @@ async fn socket_caps_refuse_handshakes_with_503() {
     assert_eq!(connect("carol").await.err(), Some(503), "in total");
 
     a1.stream.close(None).await.unwrap();
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        match connect("alice").await {
-            Ok(_) => break,
-            Err(503) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
+    eventually(
+        Poll::within(STEP_TIMEOUT).every(Duration::from_millis(50)),
+        "the freed slot to be reusable",
+        async || match connect("alice").await {
+            Ok(_) => Ok(()),
+            Err(503) => Err("still 503"),
             Err(status) => panic!("a freed slot is reusable, got {status}"),
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -871,18 +871,19 @@ async fn the_gateway_serves_https_and_wss() {
     let users = UserService::start(&[]).await;
     let gateway = start_gateway(&users.url(), &pki.server_flags()).await;
     let addr = gateway.addr;
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let ready = credentials::https_get(addr, &pki.ca, "/readyz", &[]).await;
-        if ready.status == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never ready over HTTPS"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Poll::within(STEP_TIMEOUT).every(Duration::from_millis(50)),
+        "the gateway to be ready over HTTPS",
+        async || {
+            let ready = credentials::https_get(addr, &pki.ca, "/readyz", &[]).await;
+            if ready.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{} {:?}", ready.status, ready.body))
+            }
+        },
+    )
+    .await;
     let reply = credentials::https_get(addr, &pki.ca, "/api/users/", &[]).await;
     assert_eq!(reply.status, 200);
     assert!(reply.header("strict-transport-security").is_some());

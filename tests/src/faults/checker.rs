@@ -4,10 +4,11 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt::Write as _,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
+use test_support::{Poll, poll_until};
 use users_proto::v1 as pb;
 
 use super::load::{Follower, Outcome, Seen, Update, Write};
@@ -126,14 +127,21 @@ pub async fn finish(
         .min()
         .expect("followers have a start");
     let log = event_log(user_service_url, from).await;
-    let deadline = Instant::now() + CATCH_UP;
-    while Instant::now() < deadline
-        && followers
-            .iter()
-            .any(|f| f.seen().updates.iter().all(|u| u.seq < log.head) && log.head > from)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // A follower that never catches up is not a failure of the wait: the
+    // checks below name what it is missing.
+    let behind =
+        |f: &Follower| log.head > from && f.seen().updates.iter().all(|u| u.seq < log.head);
+    let _ = poll_until(
+        Poll::within(CATCH_UP).every(Duration::from_millis(50)),
+        async || {
+            if followers.iter().any(behind) {
+                Err(())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     tokio::time::sleep(SETTLE).await;
     let sockets: Vec<(String, Seen)> = followers.into_iter().map(Follower::stop).collect();
     let ids: HashSet<i64> = log.events.iter().map(|e| e.user_id).collect();

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use test_support::{Poll, eventually};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -88,16 +89,18 @@ pub async fn wait_health(
     timeout: Duration,
 ) -> Duration {
     let started = Instant::now();
-    loop {
-        let server = health(user_service_url, "").await;
-        let users = health(user_service_url, "users.v1.UserService").await;
-        if server == Some(want) && users == Some(want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "health did not turn {want:?} within {timeout:?}: server {server:?}, users.v1.UserService {users:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Poll::within(timeout).every(Duration::from_millis(50)),
+        &format!("health to turn {want:?}"),
+        async || {
+            let server = health(user_service_url, "").await;
+            let users = health(user_service_url, "users.v1.UserService").await;
+            if server == Some(want) && users == Some(want) {
+                Ok(started.elapsed())
+            } else {
+                Err(format!("server {server:?}, users.v1.UserService {users:?}"))
+            }
+        },
+    )
+    .await
 }

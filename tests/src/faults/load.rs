@@ -8,6 +8,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use test_support::{Poll, eventually};
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
@@ -104,18 +105,30 @@ impl Writer {
 
     /// Waits (bounded) until `n` more writes than now were acknowledged.
     pub async fn wait_acked(&self, n: usize, timeout: Duration) {
-        let count =
-            |log: &Mutex<Vec<Write>>| log.lock().unwrap().iter().filter(|w| w.acked()).count();
-        let target = count(&self.log) + n;
-        let deadline = Instant::now() + timeout;
-        while count(&self.log) < target {
-            assert!(
-                Instant::now() < deadline,
-                "{n} more writes were not acknowledged within {timeout:?}; the last ones: {:?}",
-                self.writes().iter().rev().take(3).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let acked = || {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|w| w.acked())
+                .count()
+        };
+        let target = acked() + n;
+        eventually(
+            timeout,
+            &format!("{n} more writes to be acknowledged"),
+            async || {
+                if acked() >= target {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the last ones: {:?}",
+                        self.writes().iter().rev().take(3).collect::<Vec<_>>()
+                    ))
+                }
+            },
+        )
+        .await;
     }
 
     /// Lets the write in flight finish, stops, and returns every write.
@@ -241,15 +254,19 @@ impl Follower {
     pub async fn start(name: &str, gateways: &[SocketAddr]) -> Follower {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let task = tokio::spawn(follow(gateways.to_vec(), seen.clone()));
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while seen.lock().unwrap().from.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "socket {name} got no hello: {:?}",
-                seen.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            Poll::within(STEP_TIMEOUT).every(Duration::from_millis(10)),
+            &format!("socket {name}'s hello"),
+            async || {
+                let seen = seen.lock().unwrap();
+                if seen.from.is_some() {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", *seen))
+                }
+            },
+        )
+        .await;
         Follower {
             name: name.to_owned(),
             seen,
