@@ -225,8 +225,9 @@ async fn reads_racing_writes_never_go_back_in_time() {
     assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
 }
 
-/// Commits do not checkpoint the WAL (that stalled one write in a thousand);
-/// the background checkpoint keeps it from growing with the number of writes.
+/// Commits do not checkpoint the WAL (a checkpoint in the commit path stalls the
+/// write that runs it); the background checkpoint keeps it from growing with the
+/// number of writes.
 #[tokio::test]
 async fn the_wal_stays_small_while_writes_go_on() {
     let app = spawn_app().await;

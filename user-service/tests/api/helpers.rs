@@ -8,13 +8,20 @@ use tonic::{Code, Status, transport::Channel};
 use user_service::{Application, Config, store::Store};
 use users_proto::v1::{self as pb, user_service_client::UserServiceClient};
 
-/// A running user-service and what a test needs to reach and stop it.
+/// A running user-service and what a test needs to reach and stop it. It runs
+/// in the test's own process (not as a binary) so a test can also look at its
+/// store directly.
 pub struct TestApp {
+    /// Where it listens (port 0 chosen by the kernel), for clients of a test's own.
     pub addr: SocketAddr,
     /// The metrics port, when the config asked for one.
     pub metrics_addr: Option<SocketAddr>,
+    /// A connected client, cheap to clone, for tests that need just one.
     pub client: UserServiceClient<Channel>,
+    /// The app's store, to check what a call wrote (seq, epoch, the published
+    /// cursor) or to set up what no RPC can.
     pub store: Arc<Store>,
+    /// The config it runs with, to start it again on the same database.
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
