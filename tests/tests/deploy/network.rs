@@ -1,0 +1,155 @@
+//! The NetworkPolicies allow exactly the intended paths between the pods, the
+//! ingress controller, Prometheus and the outside.
+
+use super::*;
+
+#[test]
+fn network_policies_allow_exactly_the_intended_paths() {
+    let manifests = Manifests::load();
+    let own = namespace_labels(&manifests);
+    let ours = pods(&manifests);
+    let pod = |name: &str| ours.iter().find(|p| p.name == name).unwrap().clone();
+    let ingress_controller = outsider(
+        "ingress-nginx",
+        "ingress-nginx",
+        json!({"app.kubernetes.io/name": "ingress-nginx"}),
+        json!([]),
+    );
+    let prometheus = outsider(
+        "prometheus",
+        "monitoring",
+        json!({"app.kubernetes.io/name": "prometheus"}),
+        json!([]),
+    );
+    let elsewhere = outsider(
+        "elsewhere",
+        "default",
+        json!({"app": "other"}),
+        json!([{"name": "http", "containerPort": 8080}]),
+    );
+    let mut debug = outsider("debug", "users", json!({"run": "debug"}), json!([]));
+    debug.namespace = own.clone();
+    let dns = outsider(
+        "kube-dns",
+        "kube-system",
+        json!({"k8s-app": "kube-dns"}),
+        json!([{"name": "dns", "containerPort": 53, "protocol": "UDP"}]),
+    );
+
+    // Every selector names real pods.
+    for policy in manifests.of_kind("NetworkPolicy") {
+        let name = &policy["metadata"]["name"];
+        let selector = match_labels(&policy["spec"]["podSelector"]);
+        if selector.as_object().is_some_and(|s| !s.is_empty()) {
+            assert!(
+                ours.iter().any(|p| selects(&selector, &p.labels)),
+                "NetworkPolicy {name} selects no pod"
+            );
+        }
+        for (rules, peers) in [("ingress", "from"), ("egress", "to")] {
+            for rule in policy["spec"][rules].as_array().into_iter().flatten() {
+                for peer in rule[peers].as_array().into_iter().flatten() {
+                    if peer.get("namespaceSelector").is_none() {
+                        assert!(
+                            ours.iter().any(|p| peer_is(peer, &own, p)),
+                            "NetworkPolicy {name}: the peer {peer} is no pod of ours"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    let intended: BTreeSet<(&str, &str, &str)> = [
+        ("ingress-nginx", "gateway", "http"),
+        ("prometheus", "gateway", "http"),
+        ("prometheus", "user-service", "metrics"),
+        ("gateway", "user-service", "grpc"),
+        ("gateway", "redis", "redis"),
+        ("user-service", "redis", "redis"),
+    ]
+    .into();
+    let sources: Vec<Endpoint> = ours
+        .iter()
+        .cloned()
+        .chain([
+            ingress_controller,
+            prometheus.clone(),
+            elsewhere.clone(),
+            debug.clone(),
+        ])
+        .collect();
+    for destination in &ours {
+        for container in &destination.containers {
+            for port in container["ports"].as_array().unwrap() {
+                let port_name = port["name"].as_str().unwrap();
+                let number = u16::try_from(port["containerPort"].as_u64().unwrap()).unwrap();
+                for source in sources.iter().filter(|s| s.name != destination.name) {
+                    let expected = intended.contains(&(
+                        source.name.as_str(),
+                        destination.name.as_str(),
+                        port_name,
+                    ));
+                    // Each side on its own, too: a policy loosened on one side is
+                    // caught even while the other still blocks.
+                    let mut sides = vec![Side::Both, Side::Ingress];
+                    if source.namespace == own {
+                        sides.push(Side::Egress);
+                    }
+                    for side in sides {
+                        assert_eq!(
+                            allowed_by(&manifests, source, destination, number, "TCP", side),
+                            expected,
+                            "{} → {}:{port_name} should be {} ({})",
+                            source.name,
+                            destination.name,
+                            if expected { "allowed" } else { "denied" },
+                            match side {
+                                Side::Both => "both sides",
+                                Side::Ingress => "the destination's ingress",
+                                Side::Egress => "the source's egress",
+                            }
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Scraping reaches every annotated port; DNS works from every pod, and
+    // nothing else leaves the namespace.
+    for destination in &ours {
+        let annotations = &manifests.pod_template(&destination.name)["metadata"]["annotations"];
+        if let Some(port) = annotations["prometheus.io/port"].as_str() {
+            let port: u16 = port.parse().unwrap();
+            assert!(
+                allowed(&manifests, &prometheus, destination, port, "TCP"),
+                "Prometheus cannot scrape {}:{port}",
+                destination.name
+            );
+        }
+    }
+    for source in ours.iter().chain([&debug]) {
+        for protocol in ["UDP", "TCP"] {
+            assert!(
+                allowed(&manifests, source, &dns, 53, protocol),
+                "{} cannot resolve names over {protocol}",
+                source.name
+            );
+        }
+        assert!(!allowed(&manifests, source, &dns, 80, "TCP"));
+        assert!(!allowed(
+            &manifests,
+            source,
+            &elsewhere,
+            elsewhere.port("http"),
+            "TCP"
+        ));
+    }
+    assert!(!allowed(
+        &manifests,
+        &pod("redis"),
+        &pod("user-service"),
+        50051,
+        "TCP"
+    ));
+}

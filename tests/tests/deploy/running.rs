@@ -1,0 +1,181 @@
+//! Each binary started with exactly its container's environment (addresses
+//! rewritten to this machine) starts and answers its probes; a placeholder JWT
+//! key is refused.
+
+use super::*;
+
+/// The value of `variable` in the manifest of `workload`.
+fn setting(manifests: &Manifests, secrets: &TestSecrets, workload: &str, variable: &str) -> String {
+    manifests
+        .environment(manifests.container(workload), &|s, k| secrets.get(s, k))
+        .remove(variable)
+        .unwrap_or_else(|| panic!("{workload}'s manifest sets no {variable}"))
+}
+
+/// GETs `path` until it answers 200 (bounded); the last answer, which the
+/// caller asserts on with what the path is for.
+async fn until_ok(http: &Http, path: &str) -> e2e::Reply {
+    let (Ok(reply) | Err(reply)) = poll_until(
+        Poll::within(e2e::START_TIMEOUT).every(Duration::from_millis(50)),
+        async || {
+            let reply = http.get(path).await;
+            if reply.status == 200 {
+                Ok(reply)
+            } else {
+                Err(reply)
+            }
+        },
+    )
+    .await;
+    reply
+}
+
+#[tokio::test]
+async fn the_user_service_runs_with_its_manifest_and_answers_its_probes() {
+    let manifests = Manifests::load();
+    let secrets = TestSecrets::new(&manifests);
+    let redis = Redis::start().await;
+    let metrics_port = free_port();
+    let users = manifests::start_user_service(&manifests, &secrets, &redis, metrics_port).await;
+    let container = manifests.container("user-service");
+    let grpc_port = listen_port(&setting(
+        &manifests,
+        &secrets,
+        "user-service",
+        "LISTEN_ADDR",
+    ));
+    assert_eq!(container_port(container, &json!("grpc")), Some(grpc_port));
+
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let grpc = &container[probe]["grpc"];
+        assert_eq!(
+            container_port(container, &grpc["port"]),
+            Some(grpc_port),
+            "the {probe} asks the port LISTEN_ADDR serves"
+        );
+        let service = grpc["service"].as_str().unwrap_or_default();
+        assert_eq!(
+            e2e::faults::health(&users.url(), service).await,
+            Some(tonic_health::pb::health_check_response::ServingStatus::Serving),
+            "the {probe}'s health check"
+        );
+    }
+
+    // Metrics where the scrape annotations say.
+    let annotations = &manifests.pod_template("user-service")["metadata"]["annotations"];
+    let scrape_port: u16 = annotations["prometheus.io/port"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let metrics_listen = setting(&manifests, &secrets, "user-service", "METRICS_LISTEN_ADDR");
+    assert_eq!(
+        listen_port(&metrics_listen),
+        scrape_port,
+        "METRICS_LISTEN_ADDR is the scraped port"
+    );
+    let path = annotations["prometheus.io/path"].as_str().unwrap();
+    let metrics = until_ok(&Http::new(([127, 0, 0, 1], metrics_port).into()), path).await;
+    assert_eq!(
+        metrics.status, 200,
+        "GET {path} on METRICS_LISTEN_ADDR: {:?}",
+        metrics.body
+    );
+
+    // LOG_FORMAT=json: every line a JSON object.
+    for line in users.process.logs() {
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok_and(|v| v.is_object()),
+            "not a JSON log line: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_runs_with_its_manifest_and_answers_its_probes() {
+    let manifests = Manifests::load();
+    let secrets = TestSecrets::new(&manifests);
+    let redis = Redis::start().await;
+    let users = manifests::start_user_service(&manifests, &secrets, &redis, free_port()).await;
+    let gateway = manifests::start_gateway(&manifests, &secrets, &users.url(), &redis).await;
+    let http = Http::new(gateway.addr);
+    let container = manifests.container("gateway");
+    let port = listen_port(&setting(&manifests, &secrets, "gateway", "LISTEN_ADDR"));
+    assert_eq!(container_port(container, &json!("http")), Some(port));
+
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(
+            container_port(container, &get["port"]),
+            Some(port),
+            "the {probe} asks the port LISTEN_ADDR serves"
+        );
+        let path = get["path"].as_str().unwrap();
+        let reply = until_ok(&http, path).await;
+        assert_eq!(reply.status, 200, "{probe} GET {path}: {:?}", reply.body);
+    }
+
+    // Authentication is on, with the Secret's key; the service token is the one the
+    // user-service wants (a REST call goes through).
+    let token = manifests::token(&manifests, &secrets, "deploy-test");
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    assert_eq!(
+        http.get("/api/users/").await.status,
+        401,
+        "authentication is on"
+    );
+    let listed = http.send("GET", "/api/users/", None, None, &auth).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+
+    // The paths the Ingress routes are served.
+    for path in PUBLIC_PATHS.iter().filter(|p| !p.starts_with("/ws/")) {
+        let reply = http.send("GET", path, None, None, &auth).await;
+        assert_eq!(reply.status, 200, "GET {path}");
+    }
+    let mut socket = Socket::connect(gateway.addr, &format!("token={token}")).await;
+    let hello = socket.next(STEP_TIMEOUT).await.expect("a hello frame");
+    assert_eq!(hello["type"], "hello");
+
+    // Metrics where the scrape annotations say (the main port).
+    let annotations = &manifests.pod_template("gateway")["metadata"]["annotations"];
+    let scrape_port: u16 = annotations["prometheus.io/port"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        scrape_port, port,
+        "the gateway's metrics are on its listen port"
+    );
+    let path = annotations["prometheus.io/path"].as_str().unwrap();
+    let metrics = http.get(path).await;
+    assert_eq!(metrics.status, 200, "GET {path}: {:?}", metrics.body);
+
+    for line in gateway.logs() {
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok_and(|v| v.is_object()),
+            "not a JSON log line: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_given_the_placeholder_jwt_key_refuses_to_start() {
+    let manifests = Manifests::load();
+    let secrets = TestSecrets::new(&manifests);
+    let redis = Redis::start().await;
+    let mut environment =
+        manifests::gateway_environment(&manifests, &secrets, "http://127.0.0.1:1", &redis);
+    let placeholder = manifests.secret_value("users-secrets", "jwt-secret");
+    for (name, value) in &mut environment {
+        if name == "JWT_SECRET" {
+            *value = placeholder.clone();
+        }
+    }
+    let started = manifests::start_with_environment("gateway", &environment).await;
+    let error = started
+        .err()
+        .expect("the gateway refuses the placeholder key");
+    assert!(error.to_string().contains("at least 32 bytes"), "{error}");
+}
