@@ -77,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
         user: Some(user),
         update_mask: Some(prost_types::FieldMask { paths }),
         expected_version: None,
+        validate_only: !typing.is_empty(),
     };
     let bytes = request.encode_to_vec();
     assert_eq!(
