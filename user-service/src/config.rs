@@ -5,7 +5,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 pub use service_runtime::LogFormat;
 
-use crate::store::Durability;
+use crate::store::{Durability, backend};
+
+/// `--database-url` as given, once its scheme names a backend this build has.
+fn database_url(text: &str) -> Result<String, String> {
+    backend(text).map(|_| text.to_owned())
+}
 
 /// The user-service: owns the users database, serves users.v1 over gRPC and
 /// gRPC-Web, and publishes every change as an ordered event.
@@ -37,8 +42,14 @@ pub struct Config {
     #[arg(long, env = "METRICS_LISTEN_ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// SQLite database URL. The file (and its folder) is created if missing.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/users.db")]
+    /// SQLite database URL (`sqlite://PATH`). The file (and its folder) is
+    /// created if missing. Any other scheme is refused at start.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/users.db",
+        value_parser = database_url
+    )]
     pub database_url: String,
 
     /// What an answered write survives: `full` fsyncs every commit (survives a power
@@ -152,6 +163,30 @@ mod tests {
             Config::try_parse_from(["user-service", "--metrics-listen", "127.0.0.1:0"]).unwrap();
         assert_eq!(config.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
         assert!(Config::try_parse_from(["user-service", "--metrics-listen", "nope"]).is_err());
+    }
+
+    #[test]
+    fn database_urls_are_told_by_their_scheme() {
+        let parse = |url: &str| Config::try_parse_from(["user-service", "--database-url", url]);
+        for url in [
+            "sqlite://a/b.db",
+            "sqlite:b.db",
+            "sqlite::memory:",
+            "data/users.db",
+            "SQLite://x.db",
+        ] {
+            assert!(parse(url).is_ok(), "{url}");
+        }
+        for url in [
+            "mysql://root@h/app",
+            "sqlit://x.db",
+            "postgres://h/app",
+            "postgresql://h/app",
+            "file:x.db",
+        ] {
+            let error = parse(url).unwrap_err().to_string();
+            assert!(error.contains("sqlite://PATH"), "{url}: {error}");
+        }
     }
 
     #[test]

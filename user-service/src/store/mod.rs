@@ -25,7 +25,7 @@ use sqlx::{
 use tokio::sync::{broadcast, watch};
 use writer::{Feed, Writer};
 
-pub use connection::Durability;
+pub use connection::{Backend, Durability, backend};
 
 use crate::{
     domain::{Action, Changes, Event, Field, FieldViolation, User},

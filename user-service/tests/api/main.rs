@@ -6,6 +6,7 @@ mod helpers;
 
 mod concurrency;
 mod crud;
+mod database_url;
 mod first_scrape;
 mod metrics;
 mod redis_relay;
