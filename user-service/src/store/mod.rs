@@ -90,7 +90,7 @@ impl Store {
         // sqlx migrates, on a connection of its own; the writer then opens the
         // migrated file itself (see `writer`).
         let mut migrator = SqliteConnection::connect_with(&options).await?;
-        sqlx::migrate!("../migrations")
+        sqlx::migrate!("../migrations/sqlite")
             .run(&mut migrator)
             .await
             .map_err(|e| Error::Internal(format!("migrating the database: {e}")))?;
