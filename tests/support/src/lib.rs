@@ -6,18 +6,22 @@
 //!
 //! - [`free_port`]: ports for servers that must be told theirs.
 //! - [`Redis`]: a real redis-server to stop, kill, freeze and restart.
+//! - [`Postgres`]: a real PostgreSQL server of a test's own, to stop, kill
+//!   and start again on the same data.
 //! - [`Process`]: a child process killed with the test, its output kept.
 //! - [`eventually`] and [`poll_until`]: every wait bounded, so a broken build
 //!   fails with what it last saw instead of hanging.
 //! - [`metric_value`]: a series of the Prometheus text both services expose.
 
 mod ports;
+mod postgres;
 mod process;
 mod prometheus;
 mod redis;
 mod wait;
 
 pub use ports::free_port;
+pub use postgres::{Postgres, PostgresOptions};
 pub use process::{Process, send_signal};
 pub use prometheus::metric_value;
 pub use redis::Redis;
