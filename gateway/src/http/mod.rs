@@ -4,6 +4,7 @@
 //! page ([`web`]).
 
 pub mod access;
+pub mod asyncapi;
 pub mod body;
 pub mod fields;
 pub mod openapi;

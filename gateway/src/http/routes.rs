@@ -16,7 +16,7 @@ use warp::{
 use crate::{
     error::{Error, json_response},
     http::{
-        body, openapi,
+        asyncapi, body, openapi,
         readiness::{self, Readiness},
         users::{self, ApiRequest},
         web,
@@ -85,6 +85,12 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
             .map(|| json_response(StatusCode::OK, &openapi::document()))
             .boxed(),
     );
+    let asyncapi = get_only(
+        warp::path!("api" / "asyncapi.json").boxed(),
+        warp::any()
+            .map(|| json_response(StatusCode::OK, &asyncapi::document()))
+            .boxed(),
+    );
     let healthz = get_only(
         warp::path!("healthz").boxed(),
         warp::any().map(readiness::healthz).boxed(),
@@ -135,6 +141,8 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         });
     let surface = users
         .or(openapi)
+        .unify()
+        .or(asyncapi)
         .unify()
         .or(healthz)
         .unify()
