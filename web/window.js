@@ -44,6 +44,11 @@ const state = {
   debounce: null,
   retryTimer: null,
   failed: false,
+  // The feed said the database may be another one (resync, new epoch): the next
+  // fetch replaces what is shown whatever its version. Otherwise a fetch older
+  // than an event already shown (it was answered before the event, read after)
+  // is ignored like an old event.
+  databaseChanged: false,
 };
 
 function parseUserId(raw) {
@@ -103,8 +108,8 @@ function showFieldError(field, text) {
 }
 
 /**
- * Shows a user from the server, unless it is older than what is shown. A fetch
- * (`fetched`) always wins: after a resync the database may be a new one.
+ * Shows a user from the server, unless it is older than what is shown. A
+ * `fetched` user after the database changed always wins: versions may restart.
  */
 function applyUser(user, { ownAnswer = false, fetched = false } = {}) {
   if (!user || user.id !== state.userId) return;
@@ -141,7 +146,9 @@ async function load() {
     return;
   }
   showMessage('');
-  applyUser(answer.body, { fetched: true });
+  const replace = state.databaseChanged;
+  state.databaseChanged = false;
+  applyUser(answer.body, { fetched: replace });
   if (!hasUnsentTyping()) setSaved('saved');
 }
 
@@ -233,10 +240,14 @@ const feed = new Feed({
     setStatus(name);
   },
   onHello: (_message, epochChanged) => {
+    if (epochChanged) state.databaseChanged = true;
     if (epochChanged || !state.loaded) load();
     if (state.failed) flush();
   },
-  onResync: () => load(),
+  onResync: () => {
+    state.databaseChanged = true;
+    load();
+  },
   onEvent,
 });
 feed.start();

@@ -111,6 +111,37 @@ test('a long sentence typed quickly ends exactly as typed in both windows and th
   await Promise.all([w1.context.close(), w2.context.close()]);
 });
 
+test('a fetch answered before a change never hides the change when it arrives late', async () => {
+  const user = await newUser();
+  const context = await browser.newContext({ viewport: { width: 560, height: 520 } });
+  const page = await context.newPage();
+  // The page's GETs of the user are answered at once but delivered only later:
+  // they carry the user as it was before the change made below.
+  let deliver;
+  const delivered = new Promise((resolve) => { deliver = resolve; });
+  let gets = 0;
+  await page.route(`**/api/users/${user.id}/`, async (route) => {
+    if (route.request().method() !== 'GET') return route.continue();
+    gets += 1;
+    const response = await route.fetch();
+    await delivered;
+    return route.fulfill({ response });
+  });
+  await page.goto(`${stack.base}/window/2/?user=${user.id}`);
+  await until(() => page.textContent('#status'), (s) => s === 'connected', 10000, 'connected');
+  await until(() => Promise.resolve(gets), (n) => n >= 1, 5000, 'the page fetched the user');
+
+  const patched = await rest(stack.base, 'PATCH', `/api/users/${user.id}/`, { first_name: 'Later' });
+  assert.equal(patched.status, 200);
+  await until(() => page.inputValue('#first_name'), (v) => v === 'Later', 5000, 'the change, live');
+
+  deliver();
+  await page.waitForTimeout(500);
+  assert.equal(await page.inputValue('#first_name'), 'Later', 'the late, older fetch is ignored');
+  assert.equal(await page.textContent('#version'), String(patched.body.version));
+  await context.close();
+});
+
 test('markup in a name shows as text and runs nothing', async () => {
   const user = await newUser();
   const w2 = await openWindow(2, user.id);
