@@ -31,7 +31,7 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Close code: the socket's token expired (the client gets a new one and
 /// reconnects).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
-/// Close code: a frame or message over [`MAX_INBOUND`].
+/// Close code: a frame or message over [`super::upgrade::MAX_INBOUND`].
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the peer broke the WebSocket protocol (a bad frame).
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
