@@ -105,15 +105,7 @@ async fn collection(state: AppState, mut request: ApiRequest) -> Result<Response
                 validate_only: bad.is_some(),
             };
             let created = observe::grpc("CreateUser", users.create_user(create)).await;
-            if let Some(bad) = bad {
-                return Err(refusal(created, bad));
-            }
-            let seq = on_feed(&state, &created).await;
-            let user = created?.into_inner();
-            Ok(with_seq(
-                written_response(&caller, StatusCode::CREATED, &user),
-                seq,
-            ))
+            answer_write(&state, &caller, created, bad, StatusCode::CREATED).await
         }
         Method::OPTIONS => {
             permit(Need::Read)?;
@@ -166,15 +158,7 @@ async fn item(
                 validate_only: bad.is_some(),
             };
             let updated = observe::grpc("UpdateUser", users.update_user(update)).await;
-            if let Some(bad) = bad {
-                return Err(refusal(updated, bad));
-            }
-            let seq = on_feed(&state, &updated).await;
-            let user = updated?.into_inner();
-            Ok(with_seq(
-                written_response(&caller, StatusCode::OK, &user),
-                seq,
-            ))
+            answer_write(&state, &caller, updated, bad, StatusCode::OK).await
         }
         Method::DELETE => {
             permit(Need::FullWrite)?;
@@ -219,6 +203,24 @@ fn options_response(name: &str) -> Response {
             "parses": ["application/json"],
         }),
     )
+}
+
+/// The answer to a create or an update once the user-service has answered: for
+/// a bad body (the write was only checked) DRF's refusal, else the user as
+/// written with `status`, once its event is on the feed.
+async fn answer_write(
+    state: &AppState,
+    caller: &Caller,
+    answer: Result<tonic::Response<pb::User>, tonic::Status>,
+    bad: Option<BadBody>,
+    status: StatusCode,
+) -> Result<Response, Error> {
+    if let Some(bad) = bad {
+        return Err(refusal(answer, bad));
+    }
+    let seq = on_feed(state, &answer).await;
+    let user = answer?.into_inner();
+    Ok(with_seq(written_response(caller, status, &user), seq))
 }
 
 /// Holds a successful write until the event it recorded is on this gateway's
