@@ -42,6 +42,7 @@ const ASSETS: &[Asset] = &[
     asset!("window.js", "text/javascript; charset=utf-8"),
     asset!("api.js", "text/javascript; charset=utf-8"),
     asset!("feed.js", "text/javascript; charset=utf-8"),
+    asset!("favicon.svg", "image/svg+xml"),
 ];
 
 /// Where the files come from.
@@ -69,10 +70,20 @@ pub fn page(source: Source) -> impl Filter<Extract = (Response,), Error = Reject
             }
         });
     let file = warp::path!("static" / String);
+    // Asked for by browsers (and tools) that never read the page's icon link.
+    let favicon = warp::path!("favicon.ico").map(|| "favicon.svg".to_owned());
     warp::get()
         .or(warp::head())
         .unify()
-        .and(index.or(window).unify().or(file).unify())
+        .and(
+            index
+                .or(window)
+                .unify()
+                .or(file)
+                .unify()
+                .or(favicon)
+                .unify(),
+        )
         .and_then(move |name: String| serve(source.clone(), name))
 }
 
@@ -134,6 +145,23 @@ mod tests {
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
         let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    }
+
+    #[tokio::test]
+    async fn the_icon_is_served_where_browsers_look_and_linked_from_both_pages() {
+        for path in ["/favicon.ico", "/static/favicon.svg"] {
+            let response = get(path).await;
+            assert_eq!(response.status(), 200, "{path}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "image/svg+xml");
+            assert!(response.body().starts_with(b"<svg"), "{path}");
+        }
+        for path in ["/", "/window/1/"] {
+            let page = String::from_utf8_lossy(get(path).await.body()).into_owned();
+            assert!(
+                page.contains(r#"rel="icon" href="/static/favicon.svg""#),
+                "{path}"
+            );
+        }
     }
 
     #[tokio::test]
