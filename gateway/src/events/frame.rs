@@ -82,3 +82,30 @@ pub fn hello_json(seq: u64, epoch: &str) -> String {
 pub fn resync_json(seq: u64, epoch: &str) -> String {
     serde_json::json!({ "type": "resync", "seq": seq, "epoch": epoch }).to_string()
 }
+
+/// An event of user 7 (first name `first`, the only field changed), for tests
+/// of what the feed makes of events.
+#[cfg(test)]
+pub(crate) fn sample_event(seq: u64, action: pb::Action, first: &str) -> pb::UserEvent {
+    pb::UserEvent {
+        seq,
+        epoch: "e1".into(),
+        action: action as i32,
+        user: Some(pb::User {
+            id: 7,
+            first_name: Some(first.into()),
+            last_name: Some("Doe".into()),
+            create_time: Some(prost_types::Timestamp {
+                seconds: 1_768_298_400,
+                nanos: 123_456_000,
+            }),
+            update_time: Some(prost_types::Timestamp {
+                seconds: 1_768_298_401,
+                nanos: 0,
+            }),
+            version: 2,
+        }),
+        changed_fields: vec!["first_name".into()],
+        commit_time: None,
+    }
+}

@@ -391,30 +391,10 @@ fn record_fan_out(event: &pb::UserEvent, queued: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost_types::Timestamp;
+    use crate::events::frame::sample_event;
 
     fn event(seq: u64, first: &str) -> pb::UserEvent {
-        pb::UserEvent {
-            seq,
-            epoch: "e1".into(),
-            action: pb::Action::Update as i32,
-            user: Some(pb::User {
-                id: 7,
-                first_name: Some(first.into()),
-                last_name: Some("Doe".into()),
-                create_time: Some(Timestamp {
-                    seconds: 1_768_298_400,
-                    nanos: 123_456_000,
-                }),
-                update_time: Some(Timestamp {
-                    seconds: 1_768_298_401,
-                    nanos: 0,
-                }),
-                version: 2,
-            }),
-            changed_fields: vec!["first_name".into()],
-            commit_time: None,
-        }
+        sample_event(seq, pb::Action::Update, first)
     }
 
     fn text(message: &Message) -> &str {

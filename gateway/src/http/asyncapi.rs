@@ -327,7 +327,6 @@ pub fn document() -> Value {
 mod tests {
     use super::*;
     use crate::events::frame;
-    use prost_types::Timestamp;
     use tokio_tungstenite::tungstenite::Message;
     use users_proto::v1 as pb;
 
@@ -461,27 +460,7 @@ mod tests {
             "resync",
         );
         for action in [pb::Action::Create, pb::Action::Update, pb::Action::Delete] {
-            let event = pb::UserEvent {
-                seq: 43,
-                epoch: "e1".into(),
-                action: action as i32,
-                user: Some(pb::User {
-                    id: 7,
-                    first_name: Some("Ada".into()),
-                    last_name: Some("Lovelace".into()),
-                    create_time: Some(Timestamp {
-                        seconds: 1_768_298_400,
-                        nanos: 123_456_000,
-                    }),
-                    update_time: Some(Timestamp {
-                        seconds: 1_768_298_401,
-                        nanos: 0,
-                    }),
-                    version: 2,
-                }),
-                changed_fields: vec!["first_name".into(), "last_name".into()],
-                commit_time: None,
-            };
+            let event = frame::sample_event(43, action, "Ada");
             let update = text(&frame::encode(&event).unwrap().message);
             conforms(&update, &payload(&doc, "userUpdate"), "user_update");
         }

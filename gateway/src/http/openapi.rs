@@ -98,6 +98,16 @@ pub fn document() -> Value {
         }
         responses
     };
+    // PUT and PATCH answer alike.
+    let changed = guarded(json!({
+        "200": written_body("The user after the change."),
+        "400": invalid,
+        "404": not_found,
+        "412": precondition,
+        "413": too_large,
+        "415": unsupported,
+        "503": unavailable
+    }));
     let allowed = |methods: &str| {
         json!({
             "description": "The methods this path allows.",
@@ -169,30 +179,14 @@ pub fn document() -> Value {
                     "summary": "Full update: both names are required.",
                     "parameters": [if_match],
                     "requestBody": request_body(true),
-                    "responses": guarded(json!({
-                        "200": written_body("The user after the change."),
-                        "400": invalid,
-                        "404": not_found,
-                        "412": precondition,
-                        "413": too_large,
-                        "415": unsupported,
-                        "503": unavailable
-                    }))
+                    "responses": changed.clone()
                 },
                 "patch": {
                     "operationId": "updateUser",
                     "summary": "Partial update: only the fields sent change.",
                     "parameters": [if_match],
                     "requestBody": request_body(false),
-                    "responses": guarded(json!({
-                        "200": written_body("The user after the change."),
-                        "400": invalid,
-                        "404": not_found,
-                        "412": precondition,
-                        "413": too_large,
-                        "415": unsupported,
-                        "503": unavailable
-                    }))
+                    "responses": changed.clone()
                 },
                 "delete": {
                     "operationId": "deleteUser",

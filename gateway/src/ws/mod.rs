@@ -53,15 +53,21 @@ impl Endpoint {
             Err(error) => return error.into_response(),
         };
         let subprotocol = admitted.subprotocol;
-        let endpoint = self.clone();
+        // Only what the socket task keeps.
+        let (tracker, hub, sockets, shutdown) = (
+            self.tracker.clone(),
+            self.hub.clone(),
+            self.sockets.clone(),
+            self.shutdown.clone(),
+        );
         let mut response = handshake
             .accept(&self.runtime, move |socket| {
-                endpoint.tracker.track_future(socket::serve(
+                tracker.track_future(socket::serve(
                     socket,
-                    endpoint.hub,
+                    hub,
                     admitted.resume,
-                    endpoint.sockets,
-                    endpoint.shutdown,
+                    sockets,
+                    shutdown,
                     admitted.lease,
                 ))
             })
