@@ -29,6 +29,11 @@ const owned = windowNumber === 1 ? 'first_name' : 'last_name';
 const other = owned === 'first_name' ? 'last_name' : 'first_name';
 const otherWindow = windowNumber === 1 ? 2 : 1;
 
+// The accent colour follows the window; inside the start page's frame the window
+// drops its own card (the frame is one) and its link back to the start page.
+document.documentElement.dataset.window = String(windowNumber);
+document.documentElement.classList.toggle('framed', window.self !== window.top);
+
 const $ = (id) => document.getElementById(id);
 const inputs = { first_name: $('first_name'), last_name: $('last_name') };
 const ownedInput = inputs[owned];

@@ -4,9 +4,10 @@
 //! folder instead (read at each request: edit and reload while developing).
 //!
 //! Every answer says `Cache-Control: no-cache` (names carry no content hash, so
-//! browsers revalidate); `headers` adds the Content-Security-Policy below (only
-//! this origin's scripts, styles and socket, and no framing), nosniff and the
-//! rest, to this and every other answer.
+//! browsers revalidate); `headers` adds the Content-Security-Policy (only this
+//! origin's scripts, styles, socket and frames), nosniff and the rest, to this and
+//! every other answer. The editor window alone may be framed, by this origin only:
+//! the start page shows both windows side by side.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,8 @@ use warp::{
     http::{HeaderValue, header},
     reply::Response,
 };
+
+use crate::security;
 
 /// One file of `web/`.
 struct Asset {
@@ -44,6 +47,10 @@ const ASSETS: &[Asset] = &[
     asset!("feed.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
+
+/// The pages the start page shows in frames: marked so that this origin may
+/// frame them (`frame-ancestors 'self'`); nothing else may be framed.
+const FRAMED: &[&str] = &["window.html"];
 
 /// Where the files come from.
 #[derive(Clone, Debug)]
@@ -106,6 +113,9 @@ async fn serve(source: Source, name: String) -> Result<Response, Rejection> {
         HeaderValue::from_static(asset.content_type),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if FRAMED.contains(&asset.name) {
+        security::headers::allow_same_origin_frames(&mut response);
+    }
     Ok(response)
 }
 
@@ -115,7 +125,7 @@ mod tests {
 
     /// The page as served: through the security headers every answer gets.
     async fn get(path: &str) -> warp::http::Response<bytes::Bytes> {
-        let served = page(Source::Embedded).map(|r| crate::security::headers::secure(r, false));
+        let served = page(Source::Embedded).map(|r| security::headers::secure(r, false));
         warp::test::request().path(path).reply(&served).await
     }
 
@@ -145,6 +155,30 @@ mod tests {
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
         let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    }
+
+    #[tokio::test]
+    async fn only_the_editor_window_may_be_framed_and_only_by_this_origin() {
+        for path in ["/window/1/", "/window/2/?user=7", "/window/2"] {
+            let response = get(path).await;
+            let headers = response.headers();
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "SAMEORIGIN", "{path}");
+            let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(csp.ends_with("frame-ancestors 'self'"), "{path}: {csp}");
+        }
+        for path in ["/", "/index.html", "/static/window.js", "/static/style.css"] {
+            let response = get(path).await;
+            let headers = response.headers();
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+            let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(csp.ends_with("frame-ancestors 'none'"), "{path}: {csp}");
+        }
+        // The start page frames the windows, so its policy lets it (this origin only).
+        let start = get("/").await;
+        let csp = start.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("frame-src 'self';"), "{csp}");
     }
 
     #[tokio::test]
