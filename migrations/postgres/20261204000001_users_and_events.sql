@@ -35,6 +35,17 @@ CREATE TABLE events (
     commit_time BIGINT   NOT NULL
 );
 
+-- Every statement that records events tells the other user-services, at commit,
+-- that there is something new to read (they read the table, not the payload).
+CREATE FUNCTION notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('users_events', '');
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER events_notify AFTER INSERT ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_events();
+
 -- The newest seq handed out: one row, locked by each writing transaction.
 CREATE TABLE event_head (
     only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),

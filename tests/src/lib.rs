@@ -27,5 +27,7 @@ pub use binaries::{Process, binary};
 pub use http::{Http, Reply};
 pub use services::{UserService, start_gateway, unthrottled};
 pub use socket::{Ended, Socket};
-pub use test_support::{Poll, Redis, eventually, free_port, metric_value, poll_until, send_signal};
+pub use test_support::{
+    Poll, Postgres, Redis, eventually, free_port, metric_value, poll_until, send_signal,
+};
 pub use timeouts::{START_TIMEOUT, STEP_TIMEOUT};

@@ -383,7 +383,11 @@ pub async fn start_user_service(
     let process = start_with_environment("user-service", &environment)
         .await
         .expect("the user-service starts with its manifest's environment");
-    UserService { process, dir }
+    UserService {
+        process,
+        dir,
+        database_url: None,
+    }
 }
 
 /// The gateway's environment from its Deployment, pointed at `user_service_url`

@@ -12,12 +12,16 @@ use crate::{
 };
 
 /// A user-service on a fresh SQLite database in its own temporary folder, so
-/// tests share no data and can run in parallel.
+/// tests share no data and can run in parallel; or on a database URL a test
+/// gives (PostgreSQL, which several user-services may share).
 pub struct UserService {
     /// The running binary, to kill, signal or read the logs of.
     pub process: Process,
-    /// Holds the database; a restart on it finds the same users and events.
+    /// Holds the SQLite database; a restart on it finds the same users and
+    /// events.
     pub dir: tempfile::TempDir,
+    /// The database it runs on when not the SQLite file in `dir`.
+    pub database_url: Option<String>,
 }
 
 impl UserService {
@@ -29,14 +33,34 @@ impl UserService {
     /// [`UserService::start`], with `configure` applied to the command.
     pub async fn start_with(extra: &[String], configure: impl FnOnce(&mut Command)) -> UserService {
         let dir = tempfile::tempdir().expect("a temporary folder");
+        Self::start_on(None, dir, extra, configure).await
+    }
+
+    /// One on `database_url` (e.g. a PostgreSQL database other user-services
+    /// share), on a free port.
+    pub async fn start_on_database(database_url: &str, extra: &[String]) -> UserService {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        Self::start_on(Some(database_url.to_owned()), dir, extra, |_| {}).await
+    }
+
+    async fn start_on(
+        database_url: Option<String>,
+        dir: tempfile::TempDir,
+        extra: &[String],
+        configure: impl FnOnce(&mut Command),
+    ) -> UserService {
         let process = Process::start_with(
             &binary("user-service"),
-            &args(&dir, extra, "127.0.0.1:0"),
+            &args(&database_url_of(&dir, &database_url), extra, "127.0.0.1:0"),
             configure,
         )
         .await
         .expect("the user-service starts");
-        UserService { process, dir }
+        UserService {
+            process,
+            dir,
+            database_url,
+        }
     }
 
     /// Its gRPC URL, as a gateway's `--user-service-url` takes it.
@@ -55,7 +79,8 @@ impl UserService {
     /// Starts it again on `addr` after it was stopped: the address the
     /// gateway knows it by, so the gateway has to find it again by itself.
     pub async fn start_again(&mut self, extra: &[String], addr: SocketAddr) {
-        let args = args(&self.dir, extra, &addr.to_string());
+        let database_url = database_url_of(&self.dir, &self.database_url);
+        let args = args(&database_url, extra, &addr.to_string());
         // The port may linger for a moment after the old process.
         self.process = eventually(
             Poll::within(START_TIMEOUT).every(Duration::from_millis(200)),
@@ -66,13 +91,20 @@ impl UserService {
     }
 }
 
-/// The user-service's flags for a database in `dir`, listening on `listen`.
-fn args(dir: &tempfile::TempDir, extra: &[String], listen: &str) -> Vec<String> {
+/// `database_url`, or the SQLite file in `dir`.
+fn database_url_of(dir: &tempfile::TempDir, database_url: &Option<String>) -> String {
+    database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("users.db").display()))
+}
+
+/// The user-service's flags for `database_url`, listening on `listen`.
+fn args(database_url: &str, extra: &[String], listen: &str) -> Vec<String> {
     let mut args = vec![
         "--listen".to_owned(),
         listen.to_owned(),
         "--database-url".to_owned(),
-        format!("sqlite://{}", dir.path().join("users.db").display()),
+        database_url.to_owned(),
     ];
     args.extend(extra.iter().cloned());
     args

@@ -3,7 +3,7 @@
 //! sockets follow the feed (resuming with `since`/`epoch` whenever they are cut),
 //! while one fault strikes: the user-service killed with SIGKILL, Redis killed,
 //! one of two gateways sent SIGTERM, Redis frozen with SIGSTOP for 10 s, the
-//! database's disk refusing writes. `faults::finish` then holds everything to the
+//! database's disk refusing writes, PostgreSQL restarted under the user-service. `faults::finish` then holds everything to the
 //! user-service's own event log: every acknowledged write there exactly once,
 //! every socket with every event exactly once and in order, and the database's
 //! final state what every socket shows. Each case prints what it checked.
@@ -14,7 +14,7 @@ use std::{
 };
 
 use e2e::{
-    Http, Redis, STEP_TIMEOUT, UserService, eventually,
+    Http, Postgres, Redis, STEP_TIMEOUT, UserService, eventually,
     faults::{
         Follower, Outcome, Write, Writer, finish, gateway_flags, ignore_sigxfsz, limit_file_size,
         rss_kib, wait_health,
@@ -413,6 +413,60 @@ async fn a_disk_that_refuses_writes_gives_503_and_not_serving_then_service_resum
         last_acked.1,
         ready.status,
         String::from_utf8_lossy(&ready.body),
+        elapsed(started)
+    );
+}
+
+#[tokio::test]
+async fn a_postgresql_restart_gives_fast_503s_then_service_resumes_with_nothing_acknowledged_lost()
+{
+    let case = "PostgreSQL restarted";
+    let started = start_clock();
+    let mut postgres = Postgres::start().await.unwrap();
+    let database = postgres.create_database("faults").await.unwrap();
+    let users = UserService::start_on_database(&database, &[]).await;
+    let gateway = start_gateway(&users.url(), &gateway_flags(None)).await;
+    let Load {
+        http,
+        followers,
+        writer,
+        ..
+    } = Load::start("pg", gateway.addr).await;
+
+    postgres.stop().await.unwrap();
+    let stopped = Instant::now();
+    wait_health(&users.url(), ServingStatus::NotServing, STEP_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarting = Instant::now();
+    postgres.start_again().await.unwrap();
+    let restarted = Instant::now();
+    let serving_after = wait_health(&users.url(), ServingStatus::Serving, STEP_TIMEOUT).await;
+    writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+    let writes = writer.stop().await;
+
+    let in_gap: Vec<&Write> = writes
+        .iter()
+        .filter(|w| w.sent >= stopped + Duration::from_millis(100) && w.sent < restarting)
+        .collect();
+    let refused_in_gap = in_gap.iter().filter(|w| w.refused() == Some(503)).count();
+    assert!(
+        refused_in_gap > 0 && refused_in_gap == in_gap.len(),
+        "{case}: every write while PostgreSQL was down gets 503: {in_gap:?}"
+    );
+    let slowest = in_gap.iter().map(|w| w.took).max().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(6),
+        "{case}: a request took {slowest:?} while PostgreSQL was down: 503s must come fast"
+    );
+    assert_refusals_are_drf_503s(case, &writes);
+    // A write whose COMMIT was in flight when the server stopped may have
+    // committed unacknowledged: refusals are not definitive.
+    finish(case, &users.url(), &http, &writes, false, followers).await;
+    eprintln!(
+        "[{case}] while down: {} writes, all 503 (slowest {slowest:?}); health SERVING \
+         {serving_after:?} after the restart ({:?} to start PostgreSQL), no user-service restart; case took {}",
+        in_gap.len(),
+        restarted - restarting,
         elapsed(started)
     );
 }

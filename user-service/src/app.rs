@@ -27,7 +27,7 @@ use crate::{
     metrics::GrpcMetricsLayer,
     relay::{CURSOR_UNKNOWN, Relay, RelayConfig, redis_pool},
     retention,
-    store::Store,
+    store::{Duty, Store, redact, run_while_held},
 };
 
 /// How long background tasks (relay, retention) get to stop after the server has.
@@ -62,7 +62,7 @@ impl Application {
         crate::metrics::install();
         let store = Store::open(&config.database_url, config.durability)
             .await
-            .with_context(|| format!("opening the database {}", config.database_url))?;
+            .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
         if config.seed_demo_user
             && let Some(user) = store.seed_demo_user().await?
         {
@@ -141,9 +141,23 @@ impl Application {
                 stream_max_len: config.redis_stream_max_len,
             };
             let pool = redis_pool(url).context("the Redis URL")?;
-            let relay = Relay::new(store.clone(), pool, relay_config);
-            published = Some(relay.published());
-            tasks.spawn(relay.run(stop_tasks.clone()));
+            let cursor = Arc::new(AtomicU64::new(CURSOR_UNKNOWN));
+            published = Some(cursor.clone());
+            let relay_store = store.clone();
+            tasks.spawn(run_while_held(
+                store.clone(),
+                Duty::Relay,
+                stop_tasks.clone(),
+                move |stop| {
+                    let relay = Relay::new(
+                        relay_store.clone(),
+                        pool.clone(),
+                        relay_config.clone(),
+                        cursor.clone(),
+                    );
+                    relay.run(stop)
+                },
+            ));
         }
         let metrics_addr = metrics_listener
             .as_ref()
@@ -157,17 +171,23 @@ impl Application {
                 stop_tasks.clone().cancelled_owned(),
             ));
         }
-        tasks.spawn(retention::run(
+        let (retention_store, keep, relayed) = (
             store.clone(),
             config.event_retention,
             config.redis_url.is_some(),
+        );
+        tasks.spawn(run_while_held(
+            store.clone(),
+            Duty::Retention,
             stop_tasks.clone(),
+            move |stop| retention::run(retention_store.clone(), keep, relayed, stop),
         ));
 
         tracing::info!(
             listen = %listener.local_addr()?,
             metrics_listen = metrics_addr.map(tracing::field::display),
-            database = %config.database_url,
+            database = %redact(&config.database_url),
+            backend = ?store.backend(),
             epoch = store.epoch(),
             head_seq = store.head(),
             redis = config.redis_url.is_some(),

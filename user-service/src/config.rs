@@ -42,8 +42,10 @@ pub struct Config {
     #[arg(long, env = "METRICS_LISTEN_ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// SQLite database URL (`sqlite://PATH`). The file (and its folder) is
-    /// created if missing. Any other scheme is refused at start.
+    /// Database URL: `sqlite://PATH` (one user-service owns the file; it and its
+    /// folder are created if missing) or `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (also `postgresql://`; several user-services may share it). Any other
+    /// scheme is refused at start.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -177,15 +179,15 @@ mod tests {
         ] {
             assert!(parse(url).is_ok(), "{url}");
         }
-        for url in [
-            "mysql://root@h/app",
-            "sqlit://x.db",
-            "postgres://h/app",
-            "postgresql://h/app",
-            "file:x.db",
-        ] {
+        for url in ["postgres://h/app", "postgresql://u:p@h:5432/app"] {
+            assert!(parse(url).is_ok(), "{url}");
+        }
+        for url in ["mysql://root@h/app", "sqlit://x.db", "file:x.db"] {
             let error = parse(url).unwrap_err().to_string();
-            assert!(error.contains("sqlite://PATH"), "{url}: {error}");
+            assert!(
+                error.contains("sqlite://PATH") && error.contains("postgres://"),
+                "{url}: {error}"
+            );
         }
     }
 

@@ -94,6 +94,13 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Error::Unavailable(error.to_string())
             }
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
+                postgres_error(db.code().as_deref().unwrap_or(""), error.to_string())
+            }
             sqlx::Error::Database(db) => {
                 let code = db.code().and_then(|c| c.parse::<i32>().ok());
                 sqlite_error(code, error.to_string())
@@ -117,6 +124,27 @@ fn sqlite_error(code: Option<i32>, text: String) -> Error {
         Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
             Error::Storage(text)
         }
+        _ => Error::Internal(text),
+    }
+}
+
+/// The error for PostgreSQL's SQLSTATE `code`, with `text` as its cause: what
+/// passes by itself (a lost connection, a server shutting down or starting, a
+/// conflict with another transaction, too many connections) is UNAVAILABLE;
+/// what needs an operator (a full disk, a read-only server, an I/O error) is a
+/// storage failure; the rest is internal.
+fn postgres_error(code: &str, text: String) -> Error {
+    match code {
+        // disk_full, read_only_sql_transaction, io_error, system_error.
+        "53100" | "25006" | "58030" | "58000" => Error::Storage(text),
+        // serialization_failure, deadlock_detected; the shutdowns and
+        // cannot_connect_now; insufficient_resources, out_of_memory,
+        // too_many_connections.
+        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53000" | "53200" | "53300" => {
+            Error::Unavailable(text)
+        }
+        // connection_exception and its subclasses.
+        _ if code.starts_with("08") => Error::Unavailable(text),
         _ => Error::Internal(text),
     }
 }

@@ -9,10 +9,20 @@ use user_service::{Application, Config};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Exits 1 with the error and its causes on one line (`error: opening the
+/// database …: cannot connect to PostgreSQL at …: <the server's reason>`), the
+/// line an operator looks for in a crash-looping pod's log.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let config = Config::parse();
     init_logging(config.log_format);
+    if let Err(error) = run(config).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown_signal()).await
 }

@@ -39,6 +39,10 @@ pub const WATCHERS: &str = "user_service_watchers";
 /// open.
 pub const CONNECTIONS_REFUSED: &str = "user_service_connections_refused_total";
 
+/// Gauge `{duty}`: 1 while this process holds the duty (`relay`, `retention`),
+/// which on PostgreSQL one process of several holds at a time.
+pub const DUTY_HELD: &str = "user_service_duty_held";
+
 /// Every counter, exposed at zero from the first scrape (none has labels).
 const COUNTERS: [&str; 3] = [EVENTS_PUBLISHED, REDIS_RECONNECTS, CONNECTIONS_REFUSED];
 /// Every gauge, exposed at zero from the first scrape: [`OUTBOX_BACKLOG`]
@@ -104,6 +108,11 @@ pub fn install() -> PrometheusHandle {
         "Times the relay reached Redis again after failing"
     );
     describe_gauge!(WATCHERS, Unit::Count, "Open WatchUsers streams");
+    describe_gauge!(
+        DUTY_HELD,
+        Unit::Count,
+        "1 while this process holds the duty (relay, retention)"
+    );
     describe_counter!(
         CONNECTIONS_REFUSED,
         Unit::Count,
@@ -114,14 +123,20 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Sets the gauges that are read rather than recorded, just before a scrape
-/// renders them: the newest committed seq and, with a relay that knows its
-/// cursor, the outbox backlog (so it is exact even while the relay waits out a
+/// renders them: the newest committed seq and, with a running relay that knows
+/// its cursor, the outbox backlog (so it is exact even while the relay waits out a
 /// Redis outage and records nothing).
 pub fn set_scraped_gauges(head: u64, published: Option<u64>) {
     metrics::gauge!(HEAD_SEQ).set(head as f64);
-    if let Some(published) = published {
-        metrics::gauge!(OUTBOX_BACKLOG).set(head.saturating_sub(published) as f64);
-    }
+    // A process that does not publish (no relay, the cursor not read yet, or
+    // another process holds the relay) has no backlog of its own to show.
+    let backlog = published.map_or(0, |published| head.saturating_sub(published));
+    metrics::gauge!(OUTBOX_BACKLOG).set(backlog as f64);
+}
+
+/// Records whether this process holds `duty` now.
+pub fn duty_held(duty: &'static str, held: bool) {
+    metrics::gauge!(DUTY_HELD, "duty" => duty).set(if held { 1.0 } else { 0.0 });
 }
 
 /// Records one database query of kind `op` that started at `started`.

@@ -121,23 +121,25 @@ pub struct Relay {
 impl Relay {
     /// A relay publishing `store`'s events through `pool` (see [`redis_pool`]);
     /// it reads its cursor from the database once [`Relay::run`] starts, so
-    /// building one touches neither the database nor Redis.
-    pub fn new(store: Arc<Store>, pool: Pool, config: RelayConfig) -> Relay {
+    /// building one touches neither the database nor Redis. It keeps the newest
+    /// seq on the stream in `published` as it goes ([`CURSOR_UNKNOWN`] before it
+    /// starts and once it is dropped), so a scrape can compute the backlog at that
+    /// moment even while the relay waits out a Redis outage.
+    pub fn new(
+        store: Arc<Store>,
+        pool: Pool,
+        config: RelayConfig,
+        published: Arc<AtomicU64>,
+    ) -> Relay {
+        published.store(CURSOR_UNKNOWN, Ordering::Relaxed);
         Relay {
             store,
             pool,
             config,
             cursor: 0,
             recorded: (0, Instant::now()),
-            published: Arc::new(AtomicU64::new(CURSOR_UNKNOWN)),
+            published,
         }
-    }
-
-    /// The newest seq on the stream as the relay goes ([`CURSOR_UNKNOWN`] before it
-    /// starts), so a scrape can compute the backlog at that moment even while the
-    /// relay waits out a Redis outage.
-    pub fn published(&self) -> Arc<AtomicU64> {
-        self.published.clone()
     }
 
     fn set_cursor(&mut self, cursor: u64) {
@@ -294,6 +296,14 @@ impl Relay {
             },
             other => anyhow::bail!("append script answered {other:?}"),
         })
+    }
+}
+
+impl Drop for Relay {
+    /// A relay that stopped (shutdown, or its lease lost to another process)
+    /// no longer vouches for any cursor.
+    fn drop(&mut self) {
+        self.published.store(CURSOR_UNKNOWN, Ordering::Relaxed);
     }
 }
 

@@ -21,7 +21,7 @@ mod redis;
 mod wait;
 
 pub use ports::free_port;
-pub use postgres::{Postgres, PostgresOptions};
+pub use postgres::{Postgres, PostgresOptions, shared_database};
 pub use process::{Process, send_signal};
 pub use prometheus::metric_value;
 pub use redis::Redis;

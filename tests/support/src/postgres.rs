@@ -598,6 +598,77 @@ fn bin_dir(
         .context(NOT_INSTALLED)
 }
 
+/// The server [`shared_database`] creates databases on, started once per test
+/// process; `Err` says why it could not start.
+static SHARED: std::sync::OnceLock<Result<Postgres, String>> = std::sync::OnceLock::new();
+
+/// A fresh, empty database named `<prefix>_<n>` on a server shared by every
+/// test of this test process, and its URL: for the many tests that need a
+/// database of their own but never stop, kill or restart the server (those
+/// start a [`Postgres`] of their own).
+///
+/// The server is started on first use (without fsync: nothing of it outlives
+/// the process), runs on a thread of its own whose runtime keeps its processes
+/// watched, and is killed, its folder removed, when the test process exits.
+pub async fn shared_database(prefix: &str) -> anyhow::Result<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let server = SHARED
+        .get_or_init(start_shared)
+        .as_ref()
+        .map_err(|error| anyhow::anyhow!("the shared PostgreSQL did not start: {error}"))?;
+    let name = format!("{prefix}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    server.create_database(&name).await
+}
+
+/// Starts the shared server on a thread that then keeps its runtime alive, and
+/// arranges for it to be killed at exit.
+fn start_shared() -> Result<Postgres, String> {
+    let (started, result) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("shared-postgres".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = started.send(Err(format!("a runtime for it: {error}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let options = PostgresOptions::default()
+                    .fsync(false)
+                    // Every test's user-service opens a pool of its own.
+                    .setting("max_connections", "1000");
+                let server = Postgres::start_with(options)
+                    .await
+                    .map_err(|error| format!("{error:#}"));
+                let _ = started.send(server);
+                std::future::pending::<()>().await;
+            });
+        })
+        .map_err(|error| format!("a thread for it: {error}"))?;
+    let server = result
+        .recv()
+        .map_err(|_| "its thread ended before it started".to_owned())??;
+    extern "C" fn stop_shared() {
+        if let Some(Ok(server)) = SHARED.get() {
+            kill_server_processes(&server.data);
+            if let Some(status) = PidFile::read(&server.data) {
+                remove_unattached_segment(status.shared_memory);
+            }
+            let _ = std::fs::remove_dir_all(server.root.path());
+        }
+    }
+    // SAFETY: `stop_shared` is a plain function that lives as long as the
+    // process, as atexit(3) requires.
+    unsafe { libc::atexit(stop_shared) };
+    Ok(server)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,52 +1,66 @@
-//! The SQLite database: users, the event log, and the database's identity.
+//! The users database, on one of two engines, and the live feed of its events.
 //!
-//! Every write goes to one writer task (`writer`), which owns the only write
-//! connection and commits queued writes in batches inside `BEGIN IMMEDIATE`: writers
-//! queue in order instead of failing with "database is locked", a change and its
-//! event commit together, and many changes share one fsync. Reads use a separate
-//! pool and, in WAL mode, never wait for the writer. Committed events reach
-//! in-process watchers in seq order.
+//! [`Store`] is what the rest of the service uses; beneath it each engine keeps
+//! the same promises its own way:
+//! - `sqlite`: one process owns a file. One writer task commits queued writes in
+//!   batches and announces their events itself.
+//! - `postgres`: several processes share one database. Each commits its own
+//!   batches; a follower task reads every process's events from the table (woken
+//!   by `LISTEN/NOTIFY`) and announces them, and duties that must run once at a
+//!   time (the relay, retention) are held through advisory locks.
+//!
+//! On both, a change and its event commit in one transaction, and the event log's
+//! seq increases in commit order with no gap a reader can see.
 
-mod apply;
-mod cache;
-mod checkpoint;
-mod connection;
-mod writer;
+mod backend;
+mod change;
+mod feed;
+mod lease;
+mod postgres;
+mod rows;
+mod sqlite;
 
-use std::{path::Path, str::FromStr, sync::Arc, time::Instant};
+use std::sync::Arc;
 
-use apply::{SELECT_USER_BY_ID, Write, Written};
-use cache::UserCache;
-use connection::{BUSY_TIMEOUT, pragmas};
-use sqlx::{
-    Connection, SqliteConnection, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
-};
 use tokio::sync::{broadcast, watch};
-use writer::{Feed, Writer};
 
-pub use connection::{Backend, Durability, backend};
+pub use backend::{Backend, backend, redact};
+pub use change::UserWrite;
+pub use lease::{Duty, Lease, run_while_held};
+pub use sqlite::Durability;
 
 use crate::{
-    domain::{Action, Changes, Event, Field, FieldViolation, User},
+    domain::{Changes, Event, FieldViolation, User},
     error::Error,
-    metrics,
 };
-
-/// Committed events buffered for in-process watchers; a watcher further behind
-/// catches up from the table instead.
-const LIVE_EVENT_BUFFER: usize = 4096;
-/// Read connections; SQLite readers in WAL mode run in parallel.
-const READ_POOL_SIZE: u32 = 8;
+use feed::Feed;
+use postgres::PgStore;
+use sqlite::SqliteStore;
 
 /// The users database and the live feed of its committed events.
 pub struct Store {
-    reads: SqlitePool,
-    /// Users by id, kept exact by the writer: most `GetUser` calls end here.
-    cache: UserCache,
-    writer: Writer,
+    engine: Engine,
     epoch: String,
     feed: Arc<Feed>,
+}
+
+/// The engine behind a [`Store`]: two small implementations of the same
+/// methods rather than one over sqlx's `Any` driver, which would hide the
+/// locks, `RETURNING` and types each relies on.
+enum Engine {
+    Sqlite(SqliteStore),
+    /// Boxed: its connect options are large, and there is one store.
+    Postgres(Box<PgStore>),
+}
+
+/// Calls the same method on whichever engine the store runs on.
+macro_rules! on_engine {
+    ($store:expr, $engine:ident => $call:expr) => {
+        match &$store.engine {
+            Engine::Sqlite($engine) => $call,
+            Engine::Postgres($engine) => $call,
+        }
+    };
 }
 
 /// What a user write answers: the user as written, and where its event is in
@@ -73,61 +87,34 @@ pub struct UserPage {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url`, applies the migrations,
-    /// reads the epoch and the newest seq, and starts the writer task.
+    /// Opens the database `url` names (see [`backend`]), applies its migrations,
+    /// reads the epoch and the newest seq, and starts the engine's tasks.
+    /// `durability` applies to SQLite; PostgreSQL's is its own configuration.
     pub async fn open(url: &str, durability: Durability) -> Result<Store, Error> {
-        let mut options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(BUSY_TIMEOUT);
-        for (name, value) in pragmas(durability) {
-            options = options.pragma(name, value);
-        }
-        if let Some(dir) = options.get_filename().parent() {
-            create_parent_dir(dir)?;
-        }
-
-        // sqlx migrates, on a connection of its own; the writer then opens the
-        // migrated file itself (see `writer`).
-        let mut migrator = SqliteConnection::connect_with(&options).await?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&mut migrator)
-            .await
-            .map_err(|e| Error::Internal(format!("migrating the database: {e}")))?;
-        migrator.close().await?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(READ_POOL_SIZE)
-            .connect_with(options.clone().read_only(true))
-            .await?;
-
-        let epoch: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
-            .fetch_one(&reads)
-            .await?;
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&reads)
-            .await?;
-        let (live, _) = broadcast::channel(LIVE_EVENT_BUFFER);
-        let feed = Arc::new(Feed {
-            live,
-            head: watch::Sender::new(head as u64),
-        });
-        tokio::spawn(checkpoint::run(
-            options.clone().create_if_missing(false),
-            feed.head.subscribe(),
-        ));
-        let cache = UserCache::default();
+        let backend = backend(url).map_err(Error::Internal)?;
+        let (engine, epoch, feed) = match backend {
+            Backend::Sqlite => {
+                let (engine, epoch, feed) = SqliteStore::open(url, durability).await?;
+                (Engine::Sqlite(engine), epoch, feed)
+            }
+            Backend::Postgres => {
+                let (engine, epoch, feed) = PgStore::open(url).await?;
+                (Engine::Postgres(Box::new(engine)), epoch, feed)
+            }
+        };
         Ok(Store {
-            reads,
-            writer: Writer::spawn(
-                options.get_filename().to_owned(),
-                durability,
-                feed.clone(),
-                cache.clone(),
-            )?,
-            cache,
+            engine,
             epoch,
             feed,
         })
+    }
+
+    /// Which engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        match self.engine {
+            Engine::Sqlite(_) => Backend::Sqlite,
+            Engine::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// The random id this database got when it was created.
@@ -135,25 +122,26 @@ impl Store {
         &self.epoch
     }
 
-    /// The newest committed seq (0 when no event was ever recorded).
+    /// The newest seq this process has announced (0 when no event was ever
+    /// recorded).
     pub fn head(&self) -> u64 {
         *self.feed.head.borrow()
     }
 
     /// Follows whether the database takes writes: `false` from a storage failure
-    /// (disk full, read-only, I/O error) until a write commits again. Health
-    /// follows it.
+    /// (disk full, read-only, I/O error, a lost database connection) until a
+    /// write commits again. Health follows it.
     pub fn watch_writable(&self) -> watch::Receiver<bool> {
-        self.writer.watch_writable()
+        on_engine!(self, engine => engine.watch_writable())
     }
 
-    /// Follows the newest committed seq, to wake tasks when events commit.
+    /// Follows the newest announced seq, to wake tasks when events commit.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.feed.head.subscribe()
     }
 
-    /// Every event committed from now on, in seq order. Subscribe before reading the
-    /// table so that nothing falls between the two.
+    /// Every event announced from now on, in seq order. Subscribe before reading
+    /// the table so that nothing falls between the two.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.feed.live.subscribe()
     }
@@ -166,48 +154,17 @@ impl Store {
         skip: i64,
         limit: i64,
     ) -> Result<UserPage, Error> {
-        let started = Instant::now();
-        let mut tx = self.reads.begin().await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut users: Vec<User> = sqlx::query_as(
-            "SELECT id, first_name, last_name, create_time, update_time, version
-             FROM users WHERE id > ? ORDER BY id LIMIT ? OFFSET ?",
-        )
-        .bind(after_id)
-        .bind(limit + 1)
-        .bind(skip)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        metrics::db_query("list_users", started);
-        let more = users.len() as i64 > limit;
-        users.truncate(limit as usize);
-        Ok(UserPage { users, more, total })
+        on_engine!(self, engine => engine.list_users(after_id, skip, limit).await)
     }
 
-    /// One user by id: from the cache when the writer keeps it there (most
-    /// calls), else from the read pool, which never waits for the writer.
+    /// One user by id.
     pub async fn get_user(&self, id: i64) -> Result<User, Error> {
-        if let Some(user) = self.cache.get(id) {
-            return Ok(User::clone(&user));
-        }
-        let generation = self.cache.generation();
-        let started = Instant::now();
-        let user: Option<User> = sqlx::query_as(SELECT_USER_BY_ID)
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await?;
-        metrics::db_query("get_user", started);
-        let user = user.ok_or(Error::NotFound)?;
-        self.cache.insert_read(generation, user.clone());
-        Ok(user)
+        on_engine!(self, engine => engine.get_user(id).await)
     }
 
     /// Creates a user at version 1 and records its create event.
     pub async fn create_user(&self, first_name: String, last_name: String) -> Result<Saved, Error> {
-        let write = Write::Create {
+        let write = UserWrite::Create {
             first_name,
             last_name,
         };
@@ -224,7 +181,7 @@ impl Store {
         changes: Result<Changes, Vec<FieldViolation>>,
         expected_version: Option<i64>,
     ) -> Result<Saved, Error> {
-        let write = Write::Update {
+        let write = UserWrite::Update {
             id,
             changes,
             expected_version,
@@ -242,7 +199,7 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<User, Error> {
         let mut user = self.get_user(id).await?;
-        apply::check_version(&user, expected_version)?;
+        change::check_version(&user, expected_version)?;
         changes.map_err(Error::Invalid)?.apply_to(&mut user);
         Ok(user)
     }
@@ -253,55 +210,33 @@ impl Store {
         id: i64,
         expected_version: Option<i64>,
     ) -> Result<Saved, Error> {
-        self.write_user(Write::Delete {
+        self.write_user(UserWrite::Delete {
             id,
             expected_version,
         })
         .await
     }
 
-    async fn write_user(&self, write: Write) -> Result<Saved, Error> {
-        match self.writer.submit(write).await? {
-            Written::User(user, seq) => Ok(Saved { user, seq }),
-            Written::Count(_) => Err(Error::Internal("a user write answered a count".into())),
-        }
+    async fn write_user(&self, write: UserWrite) -> Result<Saved, Error> {
+        on_engine!(self, engine => engine.write_user(write).await)
     }
 
     /// Up to `limit` events with a seq greater than `after`, in seq order: how
     /// watchers and the relay catch up from the table.
     pub async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
-        let started = Instant::now();
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, action, user_id, first_name, last_name, create_time, update_time,
-                    version, changed, commit_time
-             FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after as i64)
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await?;
-        metrics::db_query("events_after", started);
-        rows.into_iter().map(EventRow::into_event).collect()
+        on_engine!(self, engine => engine.events_after(after, limit).await)
     }
 
     /// The oldest seq still kept, or `None` when the log is empty: where a
     /// replay can start at the earliest.
     pub async fn oldest_seq(&self) -> Result<Option<u64>, Error> {
-        let started = Instant::now();
-        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM events")
-            .fetch_one(&self.reads)
-            .await?;
-        metrics::db_query("oldest_seq", started);
-        Ok(oldest.map(|s| s as u64))
+        on_engine!(self, engine => engine.oldest_seq().await)
     }
 
     /// The newest seq the relay has recorded as published to Redis: where a
     /// restarted relay resumes, and how far retention may prune.
     pub async fn published_seq(&self) -> Result<u64, Error> {
-        let value: String =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'published_seq'")
-                .fetch_one(&self.reads)
-                .await?;
+        let value: String = on_engine!(self, engine => engine.published_seq().await)?;
         value
             .parse()
             .map_err(|_| Error::Internal(format!("meta.published_seq is not a number: {value:?}")))
@@ -309,8 +244,7 @@ impl Store {
 
     /// Records that every event up to `seq` is on the Redis stream.
     pub async fn set_published_seq(&self, seq: u64) -> Result<(), Error> {
-        self.writer.submit(Write::SetPublished { seq }).await?;
-        Ok(())
+        on_engine!(self, engine => engine.set_published_seq(seq).await)
     }
 
     /// Deletes events with a seq at most `upto`, at most `batch` of them, oldest
@@ -323,79 +257,28 @@ impl Store {
         if bound < oldest {
             return Ok(0);
         }
-        match self.writer.submit(Write::Prune { upto: bound }).await? {
-            Written::Count(deleted) => Ok(deleted),
-            Written::User(..) => Err(Error::Internal("a prune answered a user".into())),
+        on_engine!(self, engine => engine.prune_events(bound).await)
+    }
+
+    /// Waits until this process holds `duty` (at once on SQLite, whose one
+    /// process holds everything; on PostgreSQL, once no other process holds it),
+    /// or until `stop` is cancelled (`None`).
+    pub async fn acquire(
+        &self,
+        duty: Duty,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Option<Lease> {
+        match &self.engine {
+            Engine::Sqlite(_) => Some(Lease::forever()),
+            Engine::Postgres(engine) => engine.acquire(duty, stop).await,
         }
     }
 
-    /// Creates one demo user when the database holds none, so a fresh demo has a
-    /// user 1 to edit. Returns it if it was made.
+    /// Creates one demo user when the database never held one, so a fresh demo
+    /// has a user 1 to edit. Returns it if it was made. Several processes may
+    /// ask at once; only one makes it.
     pub async fn seed_demo_user(&self) -> Result<Option<User>, Error> {
-        let any: Option<i64> = sqlx::query_scalar("SELECT id FROM users LIMIT 1")
-            .fetch_optional(&self.reads)
-            .await?;
-        let ever: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&self.reads)
-            .await?;
-        if any.is_some() || ever > 0 {
-            return Ok(None);
-        }
-        let saved = self.create_user("John".into(), "Doe".into()).await?;
-        Ok(Some(saved.user))
-    }
-}
-
-fn create_parent_dir(dir: &Path) -> Result<(), Error> {
-    if dir.as_os_str().is_empty() || dir.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    seq: i64,
-    action: i64,
-    user_id: i64,
-    first_name: String,
-    last_name: String,
-    create_time: i64,
-    update_time: i64,
-    version: i64,
-    changed: String,
-    commit_time: i64,
-}
-
-impl EventRow {
-    fn into_event(self) -> Result<Event, Error> {
-        let action = Action::from_code(self.action).ok_or_else(|| {
-            Error::Internal(format!("event {} has action {}", self.seq, self.action))
-        })?;
-        let changed = self
-            .changed
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|name| {
-                Field::from_name(name).ok_or_else(|| {
-                    Error::Internal(format!("event {} names field {name:?}", self.seq))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Event {
-            seq: self.seq as u64,
-            action,
-            user: User {
-                id: self.user_id,
-                first_name: self.first_name,
-                last_name: self.last_name,
-                create_time: self.create_time,
-                update_time: self.update_time,
-                version: self.version,
-            },
-            changed,
-            commit_time: self.commit_time,
-        })
+        let create = || self.create_user("John".into(), "Doe".into());
+        on_engine!(self, engine => engine.seed_demo_user(create).await)
     }
 }

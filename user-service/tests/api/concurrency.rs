@@ -230,7 +230,7 @@ async fn reads_racing_writes_never_go_back_in_time() {
 /// number of writes.
 #[tokio::test]
 async fn the_wal_stays_small_while_writes_go_on() {
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_sqlite_app().await;
     let user = app.create("Ada", "Lovelace").await;
     let mut client = app.client.clone();
     let wal = app.dir.path().join("users.db-wal");

@@ -120,10 +120,50 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a user-service on a fresh database, with `adjust` applied to its config.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("a temporary folder"));
-    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let url = match TestBackend::chosen() {
+        TestBackend::Sqlite => sqlite_url(&dir),
+        TestBackend::Postgres => test_support::shared_database("api")
+            .await
+            .expect("a PostgreSQL database for the test"),
+    };
     let mut config = Config::for_tests(url);
     adjust(&mut config);
     spawn_app_in(dir, config).await
+}
+
+/// Starts a user-service on a fresh SQLite file whichever backend the suite
+/// runs on: for the tests of what only SQLite has (its WAL, its file).
+pub async fn spawn_sqlite_app() -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("a temporary folder"));
+    let config = Config::for_tests(sqlite_url(&dir));
+    spawn_app_in(dir, config).await
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("users.db").display())
+}
+
+/// The engine the suite's apps run on: the same tests run on both, chosen by
+/// `USER_SERVICE_TEST_BACKEND` (`sqlite`, the default, or `postgres`: a
+/// PostgreSQL server this test process starts, a fresh database per app).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestBackend {
+    /// A fresh SQLite file per app.
+    Sqlite,
+    /// A fresh database per app on a shared PostgreSQL server.
+    Postgres,
+}
+
+impl TestBackend {
+    /// The backend the environment asks for; anything but the two names is a
+    /// mistake worth stopping for.
+    pub fn chosen() -> TestBackend {
+        match std::env::var("USER_SERVICE_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("sqlite") => TestBackend::Sqlite,
+            Ok("postgres") => TestBackend::Postgres,
+            Ok(other) => panic!("USER_SERVICE_TEST_BACKEND={other:?}: use sqlite or postgres"),
+        }
+    }
 }
 
 /// Starts a user-service with exactly `config`, keeping `dir` alive with it.

@@ -3,6 +3,8 @@
 //! Redis tests start their own `redis-server` on a free port.
 
 mod helpers;
+#[path = "../common/stream.rs"]
+mod stream;
 
 mod concurrency;
 mod crud;

@@ -35,34 +35,3 @@ pub(super) fn pragmas(durability: Durability) -> [(&'static str, &'static str); 
 /// How long a connection waits for another process's lock before failing. Our own
 /// writers never wait on each other here: they queue for the writer task.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The one database engine this build runs on, told from the URL's scheme so a
-/// typo or another engine's URL is refused instead of taken for a file path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:` or a bare path.
-    Sqlite,
-}
-
-/// The backend `url` names, or why it names none (with the accepted form).
-pub fn backend(url: &str) -> Result<Backend, String> {
-    const ACCEPTED: &str = "the accepted form is sqlite://PATH (e.g. sqlite://data/users.db)";
-    let scheme = url
-        .split_once(':')
-        .map(|(scheme, _)| scheme)
-        .filter(|scheme| {
-            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        });
-    match scheme.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("sqlite") => Ok(Backend::Sqlite),
-        Some("postgres" | "postgresql") => Err(format!(
-            "PostgreSQL URLs are not supported by this version; {ACCEPTED}"
-        )),
-        Some(other) => Err(format!(
-            "unsupported database URL scheme {other:?}; {ACCEPTED}"
-        )),
-    }
-}

@@ -28,7 +28,7 @@ use std::{
 };
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     apply::{Rows, Write, Written, apply, probe_write},
@@ -38,6 +38,7 @@ use super::{
 use crate::{
     domain::{Event, User},
     error::Error,
+    store::{change::UserWrite, feed::Feed},
 };
 
 /// Most writes committed together; bounds the time one batch holds the database.
@@ -46,16 +47,6 @@ const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 /// How often a writer that cannot write tries again when no write comes.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where committed events go: the live feed and the newest seq.
-pub struct Feed {
-    /// Each committed event, for in-process watchers; one that lags reads the
-    /// table instead.
-    pub live: broadcast::Sender<Arc<Event>>,
-    /// The newest committed seq: a watch, so waiters wake on a change and a
-    /// late reader sees only the latest.
-    pub head: watch::Sender<u64>,
-}
 
 struct Job {
     write: Write,
@@ -249,17 +240,16 @@ impl Committer {
                 for (job, result) in jobs.iter().zip(&results) {
                     if let Some(id) = job.write.user_id() {
                         let kept = match (&job.write, result) {
-                            (Write::Update { .. }, Ok(Written::User(user, _))) => Some(user),
+                            (Write::User(UserWrite::Update { .. }), Ok(Written::User(user, _))) => {
+                                Some(user)
+                            }
                             _ => None,
                         };
                         cache.end_write(id, kept);
                     }
                 }
                 for event in events {
-                    let seq = event.seq;
-                    // No receivers is fine: watchers read the table when they start.
-                    let _ = self.feed.live.send(Arc::new(event));
-                    self.feed.head.send_replace(seq);
+                    self.feed.announce(event);
                 }
                 for (job, result) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(result);
@@ -325,7 +315,7 @@ fn commit_batch(conn: &mut Connection, jobs: &[Job], mut rows: Rows) -> Result<C
         match apply(&tx, &job.write, &rows) {
             Ok((written, event)) => {
                 if let Written::User(user, _) = &written {
-                    let now = !matches!(job.write, Write::Delete { .. });
+                    let now = !matches!(job.write, Write::User(UserWrite::Delete { .. }));
                     rows.insert(user.id, now.then(|| user.clone()));
                 }
                 results.push(Ok(written));

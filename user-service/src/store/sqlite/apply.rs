@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::{
-    domain::{Action, Changes, Event, Field, FieldViolation, User, now_micros},
+    domain::{Action, Event, Field, User, now_micros},
     error::Error,
+    store::change::{Step, UserWrite, changed_text, decide},
 };
 
 /// The one query that reads a user by id: the read pool's `GetUser` and the
@@ -22,23 +23,8 @@ pub(super) const SELECT_USER_BY_ID: &str =
 /// One change the writer can apply: queued as a value, so a batch is a list
 /// of them applied in one transaction.
 pub enum Write {
-    /// A new user at version 1, from two names already valid.
-    Create {
-        first_name: String,
-        last_name: String,
-    },
-    /// `changes` carries the caller's validation result, reported only once the
-    /// user is known to exist and its version matches (404, then 412, then 400).
-    Update {
-        id: i64,
-        changes: Result<Changes, Vec<FieldViolation>>,
-        expected_version: Option<i64>,
-    },
-    /// Removes user `id`, if still at `expected_version` when one is given.
-    Delete {
-        id: i64,
-        expected_version: Option<i64>,
-    },
+    /// A create, update or delete of a user.
+    User(UserWrite),
     /// Records the relay's cursor.
     SetPublished { seq: u64 },
     /// Deletes events with a seq at most this; answers how many went.
@@ -49,7 +35,7 @@ impl Write {
     /// The existing user this write may change (creates make a new one).
     pub(super) fn user_id(&self) -> Option<i64> {
         match self {
-            Write::Update { id, .. } | Write::Delete { id, .. } => Some(*id),
+            Write::User(write) => write.user_id(),
             _ => None,
         }
     }
@@ -81,11 +67,11 @@ pub(super) fn probe_write(conn: &mut Connection) -> Result<(), Error> {
 /// an id missing here is read from the database.
 pub(super) type Rows = HashMap<i64, Option<User>>;
 
-/// The user as committed or as changed earlier in this batch.
-fn current_user(conn: &Connection, rows: &Rows, id: i64) -> Result<User, Error> {
+/// The user as committed or as changed earlier in this batch (`None`: there
+/// is none).
+fn current_user(conn: &Connection, rows: &Rows, id: i64) -> Result<Option<User>, Error> {
     match rows.get(&id) {
-        Some(Some(user)) => Ok(user.clone()),
-        Some(None) => Err(Error::NotFound),
+        Some(user) => Ok(user.clone()),
         None => fetch_user(conn, id),
     }
 }
@@ -99,10 +85,10 @@ pub(super) fn apply(
     rows: &Rows,
 ) -> Result<(Written, Option<Event>), Error> {
     match write {
-        Write::Create {
+        Write::User(UserWrite::Create {
             first_name,
             last_name,
-        } => {
+        }) => {
             let now = now_micros();
             let user = conn
                 .prepare_cached(
@@ -114,53 +100,34 @@ pub(super) fn apply(
             let event = insert_event(conn, Action::Create, &user, Field::ALL.to_vec(), now)?;
             Ok((Written::User(user, Some(event.seq)), Some(event)))
         }
-        Write::Update {
-            id,
-            changes,
-            expected_version,
-        } => {
-            let mut user = current_user(conn, rows, *id)?;
-            check_version(&user, *expected_version)?;
-            let changes = changes
-                .as_ref()
-                .map_err(|violations| Error::Invalid(violations.clone()))?;
-            let changed = changes.apply_to(&mut user);
-            if changed.is_empty() {
-                return Ok((Written::User(user, None), None));
-            }
+        Write::User(write) => {
+            let id = write.user_id().unwrap_or_default();
             let now = now_micros();
-            user.update_time = now;
-            user.version += 1;
-            conn.prepare_cached(
-                "UPDATE users SET first_name = ?, last_name = ?, update_time = ?, version = ?
-                 WHERE id = ?",
-            )?
-            .execute(params![
-                user.first_name,
-                user.last_name,
-                user.update_time,
-                user.version,
-                user.id
-            ])?;
-            let event = insert_event(conn, Action::Update, &user, changed, now)?;
-            Ok((Written::User(user, Some(event.seq)), Some(event)))
-        }
-        Write::Delete {
-            id,
-            expected_version,
-        } => {
-            let user = current_user(conn, rows, *id)?;
-            check_version(&user, *expected_version)?;
-            conn.prepare_cached("DELETE FROM users WHERE id = ?")?
-                .execute(params![id])?;
-            let event = insert_event(
-                conn,
-                Action::Delete,
-                &user,
-                Field::ALL.to_vec(),
-                now_micros(),
-            )?;
-            Ok((Written::User(user, Some(event.seq)), Some(event)))
+            match decide(write, current_user(conn, rows, id)?, now)? {
+                Step::Unchanged(user) => Ok((Written::User(user, None), None)),
+                Step::Update(user, changed) => {
+                    conn.prepare_cached(
+                        "UPDATE users SET first_name = ?, last_name = ?, update_time = ?, version = ?
+                         WHERE id = ?",
+                    )?
+                    .execute(params![
+                        user.first_name,
+                        user.last_name,
+                        user.update_time,
+                        user.version,
+                        user.id
+                    ])?;
+                    let event = insert_event(conn, Action::Update, &user, changed, now)?;
+                    Ok((Written::User(user, Some(event.seq)), Some(event)))
+                }
+                Step::Delete(user) => {
+                    conn.prepare_cached("DELETE FROM users WHERE id = ?")?
+                        .execute(params![id])?;
+                    let event =
+                        insert_event(conn, Action::Delete, &user, Field::ALL.to_vec(), now)?;
+                    Ok((Written::User(user, Some(event.seq)), Some(event)))
+                }
+            }
         }
         Write::SetPublished { seq } => {
             conn.prepare_cached("UPDATE meta SET value = ? WHERE key = 'published_seq'")?
@@ -176,11 +143,11 @@ pub(super) fn apply(
     }
 }
 
-fn fetch_user(conn: &Connection, id: i64) -> Result<User, Error> {
-    conn.prepare_cached(SELECT_USER_BY_ID)?
+fn fetch_user(conn: &Connection, id: i64) -> Result<Option<User>, Error> {
+    Ok(conn
+        .prepare_cached(SELECT_USER_BY_ID)?
         .query_row(params![id], user_from_row)
-        .optional()?
-        .ok_or(Error::NotFound)
+        .optional()?)
 }
 
 /// A user from a row of `id, first_name, last_name, create_time, update_time,
@@ -196,16 +163,6 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-pub(super) fn check_version(user: &User, expected: Option<i64>) -> Result<(), Error> {
-    match expected {
-        Some(expected) if expected != user.version => Err(Error::VersionMismatch {
-            expected,
-            current: user.version,
-        }),
-        _ => Ok(()),
-    }
-}
-
 fn insert_event(
     conn: &Connection,
     action: Action,
@@ -213,11 +170,7 @@ fn insert_event(
     changed: Vec<Field>,
     commit_time: i64,
 ) -> Result<Event, Error> {
-    let changed_text = changed
-        .iter()
-        .map(|f| f.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let changed_text = changed_text(&changed);
     let seq: i64 = conn
         .prepare_cached(
             "INSERT INTO events (action, user_id, first_name, last_name, create_time, update_time,
