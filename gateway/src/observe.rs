@@ -33,6 +33,11 @@ use warp::{
 
 /// Gauge: open WebSocket connections.
 pub const WS_CONNECTIONS: &str = "gateway_ws_connections";
+/// Gauge `{filter}`: sockets registered for events, `filtered` (`?users=`) or
+/// `unfiltered` (every event).
+pub const WS_SOCKETS_BY_FILTER: &str = "gateway_ws_sockets";
+/// Gauge: distinct users at least one filtered socket follows.
+pub const WS_SUBSCRIBED_USERS: &str = "gateway_ws_subscribed_users";
 /// Counter `{reason}`: sockets that ended, by why.
 pub const WS_CLOSED: &str = "gateway_ws_closed_total";
 /// The `reason` values of [`WS_CLOSED`] (README, "Metrics").
@@ -96,6 +101,16 @@ tokio::task_local! {
 pub fn install() -> PrometheusHandle {
     let handle = service_runtime::metrics::install(&[]);
     describe_gauge!(WS_CONNECTIONS, Unit::Count, "Open WebSocket connections");
+    describe_gauge!(
+        WS_SOCKETS_BY_FILTER,
+        Unit::Count,
+        "Sockets registered for events, filtered (?users=) or unfiltered"
+    );
+    describe_gauge!(
+        WS_SUBSCRIBED_USERS,
+        Unit::Count,
+        "Distinct users at least one filtered socket follows"
+    );
     describe_counter!(
         WS_CLOSED,
         Unit::Count,
@@ -168,8 +183,11 @@ pub fn install() -> PrometheusHandle {
             WS_RESUMES,
             WS_RESYNCS,
         ],
-        &[WS_CONNECTIONS, EVENT_SOURCE_UP],
+        &[WS_CONNECTIONS, EVENT_SOURCE_UP, WS_SUBSCRIBED_USERS],
     );
+    for filter in ["filtered", "unfiltered"] {
+        metrics::gauge!(WS_SOCKETS_BY_FILTER, "filter" => filter).set(0.0);
+    }
     for reason in WS_CLOSED_REASONS {
         metrics::counter!(WS_CLOSED, "reason" => reason).increment(0);
     }

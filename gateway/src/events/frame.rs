@@ -15,6 +15,8 @@ use crate::user_json::UserJson;
 #[derive(Clone, Debug)]
 pub struct Frame {
     pub seq: u64,
+    /// The user the event is about: filtered sockets get only their users'.
+    pub user: i64,
     pub message: Message,
 }
 
@@ -28,6 +30,9 @@ pub enum Outbound {
     /// The source lost continuity: a `resync` frame (its `seq` the new position,
     /// from which the socket's seq filter restarts).
     Resync(Arc<Frame>),
+    /// A frame about the socket itself (`subscribed`), queued behind the events
+    /// it must follow.
+    Control(Arc<Message>),
 }
 
 #[derive(Serialize)]
@@ -68,13 +73,25 @@ pub fn encode(event: &pb::UserEvent) -> Option<Frame> {
     let text = serde_json::to_string(&frame).ok()?;
     Some(Frame {
         seq: event.seq,
+        user: frame.data.user.id,
         message: Message::text(text),
     })
 }
 
-/// `{"type": "hello", "seq": …, "epoch": …}`.
-pub fn hello_json(seq: u64, epoch: &str) -> String {
-    serde_json::json!({ "type": "hello", "seq": seq, "epoch": epoch }).to_string()
+/// `{"type": "hello", "seq": …, "epoch": …}`, with `"users": […]` for a
+/// filtered socket.
+pub fn hello_json(seq: u64, epoch: &str, users: Option<&[i64]>) -> String {
+    let mut hello = serde_json::json!({ "type": "hello", "seq": seq, "epoch": epoch });
+    if let Some(users) = users {
+        hello["users"] = serde_json::json!(users);
+    }
+    hello.to_string()
+}
+
+/// `{"type": "subscribed", "users": […], "seq": …}`: a filtered socket's whole
+/// set after a change, and the newest seq when it took effect.
+pub fn subscribed_json(users: &[i64], seq: u64) -> String {
+    serde_json::json!({ "type": "subscribed", "users": users, "seq": seq }).to_string()
 }
 
 /// `{"type": "resync", …}`, with the position the client's refetch will be at

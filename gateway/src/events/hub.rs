@@ -1,6 +1,11 @@
 //! The fan-out point between the one event source and every socket: the window
 //! of recent frames for resuming sockets, each socket's bounded queue, the feed's
 //! head that writes wait on, and whether the source is live.
+//!
+//! Sockets are indexed by what they want: unfiltered ones (every event) in one
+//! map, filtered ones (`?users=`) in another with an index from user to socket,
+//! so an event costs work for the unfiltered sockets and its user's subscribers
+//! only, not for every socket; its frame is still encoded once.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -13,7 +18,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use users_proto::v1 as pb;
 
-use super::frame::{Frame, Outbound, encode, hello_json, resync_json};
+use super::{
+    filter::UserSet,
+    frame::{Frame, Outbound, encode, hello_json, resync_json, subscribed_json},
+};
 use crate::observe;
 
 /// Where a reconnecting client says it stopped.
@@ -47,9 +55,57 @@ pub struct Subscription {
     pub overflowed: CancellationToken,
 }
 
+impl Subscription {
+    /// Changes a filtered socket's set (`subscribe` / `unsubscribe`) and queues
+    /// its `subscribed` frame, behind every event queued before the change and
+    /// ahead of every one after: events with a seq above the frame's go by the
+    /// new set. Refused, the set unchanged, for an unfiltered socket or a set
+    /// over [`super::filter::MAX_USERS`].
+    pub fn change(&self, change: Change) -> Result<(), String> {
+        let mut state = self.hub.lock();
+        let state = &mut *state;
+        let Some(socket) = state.filtered.get_mut(&self.id) else {
+            return Err(
+                "Only a socket opened with ?users= can subscribe; reconnect with ?users=<ids>."
+                    .into(),
+            );
+        };
+        let now = match &change {
+            Change::Subscribe(ids) => socket.users.with(ids)?,
+            Change::Unsubscribe(ids) => socket.users.without(ids),
+        };
+        let before = std::mem::replace(&mut socket.users, now);
+        let frame = Message::text(subscribed_json(socket.users.ids(), state.head));
+        let queued = socket.socket.queue(&Outbound::Control(Arc::new(frame)));
+        let id = self.id;
+        for &user in before.ids().iter().filter(|&&u| !socket.users.contains(u)) {
+            unindex(&mut state.by_user, user, id);
+        }
+        for &user in socket.users.ids().iter().filter(|&&u| !before.contains(u)) {
+            state.by_user.entry(user).or_default().push(id);
+        }
+        if !queued {
+            state.remove(id);
+        }
+        state.count_subscriptions();
+        Ok(())
+    }
+}
+
+/// A change of a filtered socket's set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Follow these users too.
+    Subscribe(Vec<i64>),
+    /// Stop following these.
+    Unsubscribe(Vec<i64>),
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.lock().sockets.remove(&self.id);
+        let mut state = self.hub.lock();
+        state.remove(self.id);
+        state.count_subscriptions();
     }
 }
 
@@ -68,16 +124,75 @@ struct Socket {
     overflowed: CancellationToken,
 }
 
+impl Socket {
+    /// Queues `item`; `false` when the socket must go (its queue is full: it is
+    /// told to close; or its task has ended).
+    fn queue(&self, item: &Outbound) -> bool {
+        match self.queue.try_send(item.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A socket that gets only its users' events.
+struct Filtered {
+    socket: Socket,
+    users: UserSet,
+}
+
 struct State {
     epoch: String,
     /// The newest seq the hub has seen (or was told of).
     head: u64,
     /// The newest frames, oldest first, contiguous in seq.
     window: VecDeque<Arc<Frame>>,
+    /// Sockets that get every event.
     sockets: HashMap<u64, Socket>,
+    /// Sockets that get their users' events only.
+    filtered: HashMap<u64, Filtered>,
+    /// For each user, the filtered sockets that follow it.
+    by_user: HashMap<i64, Vec<u64>>,
     next_id: u64,
     /// Set at shutdown: no socket is queued to any more.
     closed: bool,
+}
+
+impl State {
+    /// Forgets socket `id`, filtered or not.
+    fn remove(&mut self, id: u64) {
+        if self.sockets.remove(&id).is_some() {
+            return;
+        }
+        if let Some(gone) = self.filtered.remove(&id) {
+            for &user in gone.users.ids() {
+                unindex(&mut self.by_user, user, id);
+            }
+        }
+    }
+
+    /// Sets the subscription gauges; called with the lock held after a change.
+    fn count_subscriptions(&self) {
+        metrics::gauge!(observe::WS_SOCKETS_BY_FILTER, "filter" => "unfiltered")
+            .set(self.sockets.len() as f64);
+        metrics::gauge!(observe::WS_SOCKETS_BY_FILTER, "filter" => "filtered")
+            .set(self.filtered.len() as f64);
+        metrics::gauge!(observe::WS_SUBSCRIBED_USERS).set(self.by_user.len() as f64);
+    }
+}
+
+/// Takes socket `id` off `user`'s list, and the list off the index once empty.
+fn unindex(by_user: &mut HashMap<i64, Vec<u64>>, user: i64, id: u64) {
+    if let Some(ids) = by_user.get_mut(&user) {
+        ids.retain(|&other| other != id);
+        if ids.is_empty() {
+            by_user.remove(&user);
+        }
+    }
 }
 
 /// How a write's wait for its event to reach the hub ended.
@@ -119,6 +234,8 @@ impl Hub {
                 head: 0,
                 window: VecDeque::new(),
                 sockets: HashMap::new(),
+                filtered: HashMap::new(),
+                by_user: HashMap::new(),
                 next_id: 0,
                 closed: false,
             }),
@@ -199,7 +316,8 @@ impl Hub {
 
     /// How many sockets are registered.
     pub fn socket_count(&self) -> usize {
-        self.lock().sockets.len()
+        let state = self.lock();
+        state.sockets.len() + state.filtered.len()
     }
 
     /// The source starts again from `(epoch, head)` with no continuity to what came
@@ -210,8 +328,12 @@ impl Hub {
         state.head = head;
         state.window.clear();
         let message = Message::text(resync_json(head, epoch));
-        let resync = Arc::new(Frame { seq: head, message });
-        let queued = fan_out(&mut state, &Outbound::Resync(resync));
+        let resync = Arc::new(Frame {
+            seq: head,
+            user: 0,
+            message,
+        });
+        let queued = fan_out(&mut state, None, &Outbound::Resync(resync));
         self.announce(&state);
         drop(state);
         metrics::counter!(observe::WS_RESYNCS).increment(queued);
@@ -232,7 +354,8 @@ impl Hub {
         let frame = encode(event);
         let mut state = self.lock();
         if let Some(frame) = self.push(&mut state, event, frame) {
-            let queued = fan_out(&mut state, &Outbound::Event(frame));
+            let user = frame.user;
+            let queued = fan_out(&mut state, Some(user), &Outbound::Event(frame));
             // Counted before the lock is let go: a socket that has the frame
             // finds it counted (one counter and one histogram per event).
             record_fan_out(event, queued);
@@ -274,31 +397,47 @@ impl Hub {
         let mut state = self.lock();
         state.closed = true;
         state.sockets.clear();
+        state.filtered.clear();
+        state.by_user.clear();
     }
 
     /// Registers a socket and decides how it starts: live, a replay of the window
     /// after `since`, or `resync` when that gap is not in the window or the epoch
-    /// is not ours.
-    pub fn join(self: &Arc<Self>, resume: Option<&Resume>) -> Joined {
+    /// is not ours. A socket with `users` gets only those users' events (and
+    /// replay), and its `hello` names them.
+    pub fn join(self: &Arc<Self>, resume: Option<&Resume>, users: Option<UserSet>) -> Joined {
         let (queue, receiver) = mpsc::channel(self.queue_len);
         let overflowed = CancellationToken::new();
         let mut state = self.lock();
-        let hello = Message::text(hello_json(state.head, &state.epoch));
+        let hello = Message::text(hello_json(
+            state.head,
+            &state.epoch,
+            users.as_ref().map(UserSet::ids),
+        ));
         let (after, start) = match resume {
             None => (state.head, Start::Live),
-            Some(resume) => decide_start(&state, resume),
+            Some(resume) => decide_start(&state, resume, users.as_ref()),
         };
         let id = state.next_id;
         state.next_id += 1;
+        let socket = Socket {
+            queue,
+            overflowed: overflowed.clone(),
+        };
         // After shutdown the queue is dropped at once: the socket sees it closed.
         if !state.closed {
-            state.sockets.insert(
-                id,
-                Socket {
-                    queue,
-                    overflowed: overflowed.clone(),
-                },
-            );
+            match users {
+                None => {
+                    state.sockets.insert(id, socket);
+                }
+                Some(users) => {
+                    for &user in users.ids() {
+                        state.by_user.entry(user).or_default().push(id);
+                    }
+                    state.filtered.insert(id, Filtered { socket, users });
+                }
+            }
+            state.count_subscriptions();
         }
         drop(state);
         match (&start, resume) {
@@ -320,7 +459,7 @@ impl Hub {
     }
 }
 
-fn decide_start(state: &State, resume: &Resume) -> (u64, Start) {
+fn decide_start(state: &State, resume: &Resume, users: Option<&UserSet>) -> (u64, Start) {
     let resync = || {
         (
             state.head,
@@ -346,7 +485,7 @@ fn decide_start(state: &State, resume: &Resume) -> (u64, Start) {
             let frames = state
                 .window
                 .iter()
-                .filter(|f| f.seq > since)
+                .filter(|f| f.seq > since && users.is_none_or(|users| users.contains(f.user)))
                 .cloned()
                 .collect();
             (since, Start::Replay(frames))
@@ -355,20 +494,41 @@ fn decide_start(state: &State, resume: &Resume) -> (u64, Start) {
     }
 }
 
-/// Queues `item` to every socket; full queues are cut loose, closed ones dropped.
-/// Returns how many sockets it was queued to.
-fn fan_out(state: &mut State, item: &Outbound) -> u64 {
-    state
-        .sockets
-        .retain(|_, socket| match socket.queue.try_send(item.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                socket.overflowed.cancel();
-                false
+/// Queues `item` to every unfiltered socket and to the filtered ones that
+/// follow `user` (every filtered one when `None`: a `resync`); full queues are
+/// cut loose, closed ones dropped. Returns how many sockets it was queued to.
+fn fan_out(state: &mut State, user: Option<i64>, item: &Outbound) -> u64 {
+    state.sockets.retain(|_, socket| socket.queue(item));
+    let mut queued = state.sockets.len() as u64;
+    let mut gone = Vec::new();
+    match user {
+        Some(user) => {
+            for &id in state
+                .by_user
+                .get(&user)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                match state.filtered.get(&id) {
+                    Some(filtered) if filtered.socket.queue(item) => queued += 1,
+                    _ => gone.push(id),
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
-    state.sockets.len() as u64
+        }
+        None => {
+            for (&id, filtered) in &state.filtered {
+                if filtered.socket.queue(item) {
+                    queued += 1;
+                } else {
+                    gone.push(id);
+                }
+            }
+        }
+    }
+    for id in gone {
+        state.remove(id);
+    }
+    queued
 }
 
 /// Counts one event fanned out to `queued` sockets and records its age: once per
@@ -414,8 +574,8 @@ mod tests {
     fn every_socket_gets_the_same_frame() {
         let hub = Arc::new(Hub::new(10, 4));
         hub.reposition("e1", 0);
-        let mut a = hub.join(None);
-        let mut b = hub.join(None);
+        let mut a = hub.join(None, None);
+        let mut b = hub.join(None, None);
         hub.publish(&event(1, "A"));
         let (Ok(Outbound::Event(fa)), Ok(Outbound::Event(fb))) = (
             a.subscription.queue.try_recv(),
@@ -431,12 +591,128 @@ mod tests {
         );
     }
 
+    /// An event of user `user`.
+    fn event_of(seq: u64, user: i64) -> pb::UserEvent {
+        let mut event = event(seq, "x");
+        if let Some(u) = event.user.as_mut() {
+            u.id = user;
+        }
+        event
+    }
+
+    /// The seqs of events queued for `joined` (and any control frames' text).
+    fn drain(joined: &mut Joined) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Ok(item) = joined.subscription.queue.try_recv() {
+            seen.push(match item {
+                Outbound::Event(frame) => frame.seq.to_string(),
+                Outbound::Resync(frame) => format!("resync {}", frame.seq),
+                Outbound::Control(message) => text(&message).to_owned(),
+            });
+        }
+        seen
+    }
+
+    fn users(text: &str) -> Option<UserSet> {
+        Some(UserSet::parse_query(text).unwrap())
+    }
+
+    #[test]
+    fn a_filtered_socket_gets_only_its_users_and_an_unfiltered_one_everything() {
+        let hub = Arc::new(Hub::new(10, 16));
+        hub.reposition("e1", 0);
+        let mut all = hub.join(None, None);
+        let mut one = hub.join(None, users("1"));
+        let mut none = hub.join(None, users(""));
+        assert_eq!(
+            text(&one.hello),
+            r#"{"type":"hello","seq":0,"epoch":"e1","users":[1]}"#
+        );
+        for (seq, user) in [(1, 1), (2, 2), (3, 1)] {
+            hub.publish(&event_of(seq, user));
+        }
+        assert_eq!(drain(&mut all), ["1", "2", "3"]);
+        assert_eq!(drain(&mut one), ["1", "3"]);
+        assert!(drain(&mut none).is_empty());
+        assert_eq!(hub.socket_count(), 3);
+        drop(one);
+        assert!(
+            hub.lock().by_user.is_empty(),
+            "a gone socket leaves no index entry"
+        );
+    }
+
+    #[test]
+    fn a_change_applies_from_its_subscribed_frame_on() {
+        let hub = Arc::new(Hub::new(10, 16));
+        hub.reposition("e1", 0);
+        let mut socket = hub.join(None, users("1"));
+        hub.publish(&event_of(1, 2));
+        socket
+            .subscription
+            .change(Change::Subscribe(vec![2, 3]))
+            .unwrap();
+        hub.publish(&event_of(2, 2));
+        socket
+            .subscription
+            .change(Change::Unsubscribe(vec![1]))
+            .unwrap();
+        hub.publish(&event_of(3, 1));
+        hub.publish(&event_of(4, 3));
+        assert_eq!(
+            drain(&mut socket),
+            [
+                r#"{"type":"subscribed","users":[1,2,3],"seq":1}"#,
+                "2",
+                r#"{"type":"subscribed","users":[2,3],"seq":2}"#,
+                "4"
+            ]
+        );
+        let unfiltered = hub.join(None, None);
+        assert!(
+            unfiltered
+                .subscription
+                .change(Change::Subscribe(vec![1]))
+                .is_err()
+        );
+        let too_many: Vec<i64> = (10..1010).collect();
+        let error = socket
+            .subscription
+            .change(Change::Subscribe(too_many))
+            .unwrap_err();
+        assert!(error.contains("at most 1000"), "{error}");
+        hub.publish(&event_of(5, 2));
+        assert_eq!(
+            drain(&mut socket),
+            ["5"],
+            "the set is unchanged after a refusal"
+        );
+    }
+
+    #[test]
+    fn a_filtered_resume_replays_only_its_users() {
+        let hub = Arc::new(Hub::new(10, 16));
+        hub.reposition("e1", 0);
+        for seq in 1..=6 {
+            hub.publish(&event_of(seq, (seq % 3) as i64 + 1));
+        }
+        let resume = Resume {
+            since: 2,
+            epoch: Some("e1".into()),
+        };
+        let joined = hub.join(Some(&resume), users("1,3"));
+        let Start::Replay(frames) = joined.start else {
+            panic!("a replay");
+        };
+        assert_eq!(frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [3, 5, 6]);
+    }
+
     #[test]
     fn a_full_queue_cuts_only_that_socket_loose() {
         let hub = Arc::new(Hub::new(100, 2));
         hub.reposition("e1", 0);
-        let slow = hub.join(None);
-        let mut fast = hub.join(None);
+        let slow = hub.join(None, None);
+        let mut fast = hub.join(None, None);
         for seq in 1..=3 {
             hub.publish(&event(seq, "x"));
             assert!(
@@ -455,10 +731,13 @@ mod tests {
         for seq in 1..=8 {
             hub.publish(&event(seq, "x"));
         }
-        let joined = hub.join(Some(&Resume {
-            since: 5,
-            epoch: Some("e1".into()),
-        }));
+        let joined = hub.join(
+            Some(&Resume {
+                since: 5,
+                epoch: Some("e1".into()),
+            }),
+            None,
+        );
         let Start::Replay(frames) = joined.start else {
             panic!("within the window: a replay");
         };
@@ -473,28 +752,40 @@ mod tests {
         for seq in 1..=8 {
             hub.publish(&event(seq, "x"));
         }
-        let old = hub.join(Some(&Resume {
-            since: 2,
-            epoch: Some("e1".into()),
-        }));
+        let old = hub.join(
+            Some(&Resume {
+                since: 2,
+                epoch: Some("e1".into()),
+            }),
+            None,
+        );
         assert!(matches!(old.start, Start::Resync(_)));
-        let edge = hub.join(Some(&Resume {
-            since: 5,
-            epoch: Some("e1".into()),
-        }));
+        let edge = hub.join(
+            Some(&Resume {
+                since: 5,
+                epoch: Some("e1".into()),
+            }),
+            None,
+        );
         assert!(matches!(edge.start, Start::Replay(ref f) if f.len() == 3));
-        let other = hub.join(Some(&Resume {
-            since: 7,
-            epoch: Some("e2".into()),
-        }));
+        let other = hub.join(
+            Some(&Resume {
+                since: 7,
+                epoch: Some("e2".into()),
+            }),
+            None,
+        );
         let Start::Resync(message) = other.start else {
             panic!("another epoch resyncs");
         };
         assert_eq!(text(&message), r#"{"type":"resync","seq":8,"epoch":"e1"}"#);
-        let ahead = hub.join(Some(&Resume {
-            since: 9,
-            epoch: Some("e1".into()),
-        }));
+        let ahead = hub.join(
+            Some(&Resume {
+                since: 9,
+                epoch: Some("e1".into()),
+            }),
+            None,
+        );
         assert!(matches!(ahead.start, Start::Live));
         assert_eq!(ahead.after, 9);
     }
@@ -504,7 +795,7 @@ mod tests {
         let hub = Arc::new(Hub::new(3, 8));
         hub.reposition("e1", 4);
         hub.remember(&event(5, "x"));
-        let joined = hub.join(None);
+        let joined = hub.join(None, None);
         assert_eq!(
             text(&joined.hello),
             r#"{"type":"hello","seq":5,"epoch":"e1"}"#
@@ -517,7 +808,7 @@ mod tests {
         let hub = Arc::new(Hub::new(10, 8));
         hub.reposition("e1", 0);
         hub.set_live(true);
-        let mut before = hub.join(None);
+        let mut before = hub.join(None, None);
         let waiter = {
             let hub = hub.clone();
             tokio::spawn(async move { hub.wait_for_seq(2, Duration::from_secs(5)).await })
@@ -533,7 +824,7 @@ mod tests {
         })
         .collect();
         assert_eq!(queued, [1, 2]);
-        let after = hub.join(None);
+        let after = hub.join(None, None);
         assert_eq!(
             after.after, 2,
             "a socket joining after the answer starts past it"
@@ -566,7 +857,7 @@ mod tests {
     #[test]
     fn a_dropped_subscription_unregisters() {
         let hub = Arc::new(Hub::new(3, 8));
-        let joined = hub.join(None);
+        let joined = hub.join(None, None);
         assert_eq!(hub.socket_count(), 1);
         drop(joined);
         assert_eq!(hub.socket_count(), 0);

@@ -4,11 +4,13 @@
 //! the same frame to every socket's bounded queue. Both sources run under
 //! [`source::run`], the one reconnect loop.
 
+pub mod filter;
 pub mod frame;
 pub mod hub;
 pub mod redis;
 pub mod source;
 pub mod watch;
 
+pub use filter::UserSet;
 pub use frame::{Frame, Outbound};
-pub use hub::{FeedWait, Hub, Joined, Resume, Start, Subscription};
+pub use hub::{Change, FeedWait, Hub, Joined, Resume, Start, Subscription};

@@ -10,7 +10,10 @@
 
 use serde_json::{Value, json};
 
-use crate::ws::{socket, upgrade};
+use crate::{
+    events::filter::MAX_USERS,
+    ws::{socket, upgrade},
+};
 
 /// The document.
 pub fn document() -> Value {
@@ -59,14 +62,50 @@ pub fn document() -> Value {
         "additionalProperties": true
     });
 
+    let user_ids = |description: &str| {
+        json!({
+            "type": "array",
+            "description": description,
+            "items": { "type": "integer", "format": "int64", "minimum": 1 },
+            "maxItems": MAX_USERS
+        })
+    };
     let hello = object(
         "hello",
         "The first frame on every socket.",
         &["type", "seq", "epoch"],
         json!({
             "seq": seq("The newest event this gateway has put on its feed."),
-            "epoch": epoch
+            "epoch": epoch,
+            "users": user_ids("Only on a filtered socket (opened with `?users=`): the users it follows, ascending.")
         }),
+    );
+    let subscribed = object(
+        "subscribed",
+        "The answer to `subscribe` or `unsubscribe` on a filtered socket: the whole set now. Events with a seq above `seq` go by this set: an added user's are delivered, a removed user's are not sent after this frame. Fetch an added user's current state over REST (ignoring versions older than what you show).",
+        &["type", "users", "seq"],
+        json!({
+            "users": user_ids("The users the socket follows now, ascending."),
+            "seq": seq("The newest seq the gateway had when the change took effect.")
+        }),
+    );
+    let change = |kind: &str, what: &str| {
+        object(
+            kind,
+            &format!(
+                "{what} Only on a filtered socket; bad ids, a set over {MAX_USERS} users, or an unfiltered socket get an `error` frame and the set is unchanged."
+            ),
+            &["type", "users"],
+            json!({ "users": user_ids("Positive integer user ids.") }),
+        )
+    };
+    let subscribe = change(
+        "subscribe",
+        "Follows these users too; answered with `subscribed`.",
+    );
+    let unsubscribe = change(
+        "unsubscribe",
+        "Stops following these users; answered with `subscribed`.",
     );
     let user_update = object(
         "user_update",
@@ -105,7 +144,7 @@ pub fn document() -> Value {
     let pong = object("pong", "The answer to a `ping`.", &["type"], json!({}));
     let error = object(
         "error",
-        "The answer to a message the gateway does not understand (not JSON, no `type`, a type other than `ping`, or binary). The socket stays open.",
+        "The answer to a message the gateway does not understand or cannot take (not JSON, no `type`, an unknown type, binary, bad user ids, a subscription change on an unfiltered socket). The socket stays open.",
         &["type", "detail"],
         json!({ "detail": { "type": "string", "description": "Why, for a human." } }),
     );
@@ -158,18 +197,33 @@ pub fn document() -> Value {
         "error": message(
             "error", "Error", "The answer to a message the gateway does not understand.",
             error,
-            json!({ "type": "error", "detail": "Unknown message type \"subscribe\"; the only one is \"ping\"." })
+            json!({ "type": "error", "detail": "Unknown message type \"dance\"; the types are \"ping\", \"subscribe\" and \"unsubscribe\"." })
         ),
-        "ping": message("ping", "Ping", "Asks for a pong.", ping, json!({ "type": "ping" }))
+        "ping": message("ping", "Ping", "Asks for a pong.", ping, json!({ "type": "ping" })),
+        "subscribed": message(
+            "subscribed", "Subscribed", "A filtered socket's users after a change, and from which seq they apply.",
+            subscribed,
+            json!({ "type": "subscribed", "users": [1, 4, 5], "seq": 43 })
+        ),
+        "subscribe": message(
+            "subscribe", "Subscribe", "Follow more users.", subscribe,
+            json!({ "type": "subscribe", "users": [4, 5] })
+        ),
+        "unsubscribe": message(
+            "unsubscribe", "Unsubscribe", "Follow fewer users.", unsubscribe,
+            json!({ "type": "unsubscribe", "users": [1] })
+        )
     });
 
     let channel_description = format!(
         "Every change to a user (create, update, delete) is pushed to every socket open on any gateway, in the database's commit order: a `hello` first, then one `user_update` per event.\n\n\
+         **Filter**: `?users=1,2,3` (comma-separated positive ids, at most {max_users}; empty is allowed) makes the socket *filtered*: it gets `user_update` frames for those users only (its replay too), its `hello` names them, and `subscribe` / `unsubscribe` change the set. Without `users` a socket gets every event, as the proof of concept's clients expect.\n\n\
          **Resume**: reconnect with `?since=<the last seq seen>&epoch=<its epoch>` to get every event after `since`, in order, then live ones; when that gap cannot be replayed the socket gets a `resync` instead. Without `since` a socket gets live events only.\n\n\
          **Writes**: a REST write is answered once its event is on that gateway's feed; the answer's `X-Users-Seq` header is the event's seq.\n\n\
-         **Handshake refusals** (an HTTP status and a `{{\"detail\": …}}` body): 400 (a bad `since`), 401 (no or bad token), 403 (no `users:read`, or a browser `Origin` not allowed), 429 (over the connect rate, with `Retry-After`), 503 (over the socket caps, with `Retry-After`).\n\n\
+         **Handshake refusals** (an HTTP status and a `{{\"detail\": …}}` body): 400 (a bad `since` or `users`), 401 (no or bad token), 403 (no `users:read`, or a browser `Origin` not allowed), 429 (over the connect rate, with `Retry-After`), 503 (over the socket caps, with `Retry-After`).\n\n\
          **Close codes**: {going_away} the gateway is shutting down (reconnect, to another gateway, with `since`); {protocol} the client broke the WebSocket protocol; {bad_data} a text message that is not UTF-8; {too_big} a message over {max_kib} KiB; {later} the socket's queue overflowed (it read too slowly) or the gateway has no event source yet (reconnect with `since`); {expired} its token expired (get a new token, reconnect with `since`).\n\n\
          The gateway also sends WebSocket pings and drops a peer that stays silent after one.",
+        max_users = MAX_USERS,
         going_away = socket::CLOSE_GOING_AWAY,
         protocol = socket::CLOSE_PROTOCOL_ERROR,
         bad_data = socket::CLOSE_BAD_DATA,
@@ -238,7 +292,10 @@ pub fn document() -> Value {
                     "resync": { "$ref": "#/components/messages/resync" },
                     "pong": { "$ref": "#/components/messages/pong" },
                     "error": { "$ref": "#/components/messages/error" },
-                    "ping": { "$ref": "#/components/messages/ping" }
+                    "ping": { "$ref": "#/components/messages/ping" },
+                    "subscribed": { "$ref": "#/components/messages/subscribed" },
+                    "subscribe": { "$ref": "#/components/messages/subscribe" },
+                    "unsubscribe": { "$ref": "#/components/messages/unsubscribe" }
                 },
                 "bindings": {
                     "ws": {
@@ -255,6 +312,11 @@ pub fn document() -> Value {
                                 "epoch": {
                                     "type": "string",
                                     "description": "The epoch `since` belongs to; another epoch than the gateway's gets a `resync`."
+                                },
+                                "users": {
+                                    "type": "string",
+                                    "pattern": "^[0-9,]*$",
+                                    "description": format!("Comma-separated positive user ids, at most {MAX_USERS}: a filtered socket that gets only these users' events. Anything else is refused with 400.")
                                 },
                                 "token": {
                                     "type": "string",
@@ -282,13 +344,14 @@ pub fn document() -> Value {
                 "action": "send",
                 "channel": { "$ref": "#/channels/userUpdates" },
                 "title": "Frames the gateway sends",
-                "summary": "`hello` first, then `user_update` per event (after a replay or a `resync` when resuming), `pong` and `error` as answers.",
+                "summary": "`hello` first, then `user_update` per event (after a replay or a `resync` when resuming), `pong`, `subscribed` and `error` as answers.",
                 "messages": [
                     message_ref("hello"),
                     message_ref("userUpdate"),
                     message_ref("resync"),
                     message_ref("pong"),
-                    message_ref("error")
+                    message_ref("error"),
+                    message_ref("subscribed")
                 ]
             },
             "receivePing": {
@@ -300,6 +363,17 @@ pub fn document() -> Value {
                 "reply": {
                     "channel": { "$ref": "#/channels/userUpdates" },
                     "messages": [message_ref("pong")]
+                }
+            },
+            "receiveSubscriptionChanges": {
+                "action": "receive",
+                "channel": { "$ref": "#/channels/userUpdates" },
+                "title": "Changes of a filtered socket's users",
+                "summary": "`subscribe` and `unsubscribe`, answered with `subscribed` (or `error`).",
+                "messages": [message_ref("subscribe"), message_ref("unsubscribe")],
+                "reply": {
+                    "channel": { "$ref": "#/channels/userUpdates" },
+                    "messages": [message_ref("subscribed")]
                 }
             }
         },
@@ -401,8 +475,15 @@ mod tests {
         for code in ["1001", "1002", "1007", "1009", "1013", "4001"] {
             assert!(description.contains(code), "close code {code}");
         }
-        let sent = ["hello", "userUpdate", "resync", "pong", "error"];
-        for name in sent.iter().chain(&["ping"]) {
+        let sent = [
+            "hello",
+            "userUpdate",
+            "resync",
+            "pong",
+            "error",
+            "subscribed",
+        ];
+        for name in sent.iter().chain(&["ping", "subscribe", "unsubscribe"]) {
             assert!(payload(&doc, name).is_object(), "message {name}");
             assert!(
                 channel["messages"][name].is_object(),
@@ -429,6 +510,10 @@ mod tests {
         assert_eq!(operation_messages("sendUserUpdates"), sent);
         assert_eq!(doc["operations"]["receivePing"]["action"], "receive");
         assert_eq!(operation_messages("receivePing"), ["ping"]);
+        assert_eq!(
+            operation_messages("receiveSubscriptionChanges"),
+            ["subscribe", "unsubscribe"]
+        );
     }
 
     #[test]
@@ -450,9 +535,19 @@ mod tests {
     fn the_encoders_output_conforms_to_the_document() {
         let doc = document();
         conforms(
-            &text(&Message::text(frame::hello_json(42, "e1"))),
+            &text(&Message::text(frame::hello_json(42, "e1", None))),
             &payload(&doc, "hello"),
             "hello",
+        );
+        conforms(
+            &text(&Message::text(frame::hello_json(42, "e1", Some(&[1, 7])))),
+            &payload(&doc, "hello"),
+            "hello (filtered)",
+        );
+        conforms(
+            &text(&Message::text(frame::subscribed_json(&[1, 4], 43))),
+            &payload(&doc, "subscribed"),
+            "subscribed",
         );
         conforms(
             &text(&Message::text(frame::resync_json(8, "e1"))),

@@ -8,7 +8,7 @@ use warp::http::{HeaderMap, header};
 
 use crate::{
     error::Error,
-    events::Resume,
+    events::{Resume, UserSet},
     query,
     security::{
         auth,
@@ -33,6 +33,8 @@ pub struct Lease {
 pub struct Admitted {
     /// Where the socket resumes (`?since=&epoch=`).
     pub resume: Option<Resume>,
+    /// The users a filtered socket follows (`?users=`); `None`: every event.
+    pub users: Option<UserSet>,
     /// Its place under the caps and its token's expiry.
     pub lease: Lease,
     /// The token came as `Sec-WebSocket-Protocol: bearer, <token>`: answer with
@@ -42,7 +44,8 @@ pub struct Admitted {
 
 /// Checks a handshake in order: a browser's origin (403), the token from
 /// `Sec-WebSocket-Protocol` or `?token=` (401), read permission (403), the connect
-/// rate (429), `since` (400), the socket caps (503). The token is never logged.
+/// rate (429), `since` and `users` (400), the socket caps (503). The token is
+/// never logged.
 pub fn admit(
     state: &AppState,
     cors: &Cors,
@@ -71,12 +74,17 @@ pub fn admit(
         .check(Class::Connect, &identity)
         .map_err(|wait| Error::Throttled(limits::wait_seconds(wait)))?;
     let resume = parse_resume(query).map_err(Error::BadRequest)?;
+    let users = query::last(&params, "users")
+        .map(UserSet::parse_query)
+        .transpose()
+        .map_err(Error::BadRequest)?;
     let slot = state
         .limits
         .open_socket(&identity)
         .ok_or(Error::TooManySockets)?;
     Ok(Admitted {
         resume,
+        users,
         lease: Lease {
             expires_at: caller.expires_at,
             slot: Some(slot),

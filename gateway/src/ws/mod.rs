@@ -3,6 +3,7 @@
 //! and the threads sockets run on ([`threads`]).
 
 pub mod admission;
+pub mod inbound;
 pub mod socket;
 pub mod threads;
 pub mod upgrade;
@@ -66,6 +67,7 @@ impl Endpoint {
                     socket,
                     hub,
                     admitted.resume,
+                    admitted.users,
                     sockets,
                     shutdown,
                     admitted.lease,

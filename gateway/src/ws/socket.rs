@@ -1,6 +1,7 @@
 //! `/ws/user-updates/`: one task per socket. It sends `hello`, the replay or
 //! `resync` its resume asks for, then every frame the hub queues for it, while it
-//! answers client frames, pings the peer and watches for shutdown. A socket whose
+//! answers client frames (changing a filtered socket's users through the hub),
+//! pings the peer and watches for shutdown. A socket whose
 //! queue overflowed is closed with 1013; at shutdown every socket gets 1001.
 
 use std::{
@@ -10,7 +11,7 @@ use std::{
 };
 
 use futures::{SinkExt, StreamExt, stream::SplitSink};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{
     self, Message,
@@ -19,9 +20,13 @@ use tokio_tungstenite::tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    events::{Hub, Outbound, Resume, Start},
+    events::{Hub, Outbound, Resume, Start, Subscription, UserSet},
     observe,
-    ws::{admission::Lease, upgrade::WebSocket},
+    ws::{
+        admission::Lease,
+        inbound::{self, Inbound},
+        upgrade::WebSocket,
+    },
 };
 
 /// Close code: the server is going away (shutdown).
@@ -60,11 +65,12 @@ enum End {
     Close(u16, &'static str),
 }
 
-/// Runs one socket until it ends.
+/// Runs one socket until it ends; with `users`, a filtered one.
 pub async fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
     resume: Option<Resume>,
+    users: Option<UserSet>,
     config: SocketConfig,
     shutdown: CancellationToken,
     lease: Lease,
@@ -88,7 +94,7 @@ pub async fn serve(
         close(&mut sink, CLOSE_TRY_AGAIN_LATER, "event source unavailable").await;
         return;
     }
-    let joined = hub.join(resume.as_ref());
+    let joined = hub.join(resume.as_ref(), users);
     let mut subscription = joined.subscription;
     let mut after = joined.after;
     let mut socket = Socket {
@@ -140,6 +146,7 @@ pub async fn serve(
                                 after = frame.seq;
                                 batch.push(frame.message.clone());
                             }
+                            Outbound::Control(message) => batch.push(Message::clone(&message)),
                         }
                         if batch.len() >= MAX_BATCH {
                             break;
@@ -154,7 +161,7 @@ pub async fn serve(
                 inbound = stream.next() => {
                     socket.last_heard = Instant::now();
                     match inbound {
-                        Some(Ok(message)) => socket.answer(message).await?,
+                        Some(Ok(message)) => socket.answer(message, &subscription).await?,
                         Some(Err(error)) if is_disconnect(&error) => {
                             tracing::debug!(%error, "ws: the peer went away");
                             return Err(End::Gone("disconnected"));
@@ -229,56 +236,41 @@ impl Socket {
         }
     }
 
-    /// Answers a client frame: `{"type":"ping"}` gets a pong, anything else an
-    /// error frame; the socket stays open.
-    async fn answer(&mut self, message: Message) -> Result<(), End> {
+    /// Answers a client frame: a pong, an error frame, or (for `subscribe` and
+    /// `unsubscribe`) the change through the hub, whose `subscribed` frame comes
+    /// through the queue; the socket stays open.
+    async fn answer(&mut self, message: Message, subscription: &Subscription) -> Result<(), End> {
         if message.is_close() {
             return Err(End::Gone("client_closed"));
         }
-        match reply_to(&message) {
+        let reply = match inbound::read(&message) {
+            Inbound::Change(change) => match subscription.change(change) {
+                Ok(()) => None,
+                Err(detail) => Some(inbound::error(&detail)),
+            },
+            other => reply(other),
+        };
+        match reply {
             Some(reply) => self.send(Message::text(reply.to_string())).await,
             None => Ok(()),
         }
     }
 }
 
-/// The answer to one client message: `{"type":"ping"}` gets a pong, any other
-/// data message an error frame; control frames get nothing (tungstenite answers
-/// pings itself). Pure, so the fuzzer can drive it.
+/// The answer to one client message that needs no hub: a pong for `ping`, an
+/// error frame for anything it cannot take; nothing for control frames
+/// (tungstenite answers pings itself) nor for a change of users (the hub
+/// answers those). Pure, so the fuzzer can drive it.
 pub fn reply_to(message: &Message) -> Option<Value> {
-    if message.is_close() || message.is_ping() || message.is_pong() {
-        return None;
+    reply(inbound::read(message))
+}
+
+fn reply(inbound: Inbound) -> Option<Value> {
+    match inbound {
+        Inbound::Ping => Some(inbound::pong()),
+        Inbound::Invalid(detail) => Some(inbound::error(&detail)),
+        Inbound::Control | Inbound::Change(_) => None,
     }
-    let text = match message {
-        Message::Text(text) => Some(text.as_str()),
-        _ => None,
-    };
-    let reply = match text {
-        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(value) if value.get("type").and_then(|t| t.as_str()) == Some("ping") => {
-                json!({ "type": "pong" })
-            }
-            Ok(value) => match value.get("type").and_then(|t| t.as_str()) {
-                Some(kind) => json!({
-                    "type": "error",
-                    "detail": format!("Unknown message type {kind:?}; the only one is \"ping\".")
-                }),
-                None => json!({
-                    "type": "error",
-                    "detail": "A message must be a JSON object with a \"type\"."
-                }),
-            },
-            Err(error) => json!({
-                "type": "error",
-                "detail": format!("Invalid JSON: {error}")
-            }),
-        },
-        None => json!({
-            "type": "error",
-            "detail": "Binary messages are not supported; send JSON text."
-        }),
-    };
-    Some(reply)
 }
 
 /// Whether a read failed because the connection itself is gone (reset, or closed
