@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     events::{self, Hub},
     http::routes::{self, Routes},
+    presence::{self, Presence},
     security::{
         auth::{AuthMode, Authenticator},
         cors::Cors,
@@ -152,6 +153,23 @@ impl Application {
         let stop_serving = CancellationToken::new();
         let tracker = TaskTracker::new();
 
+        // Presence crosses gateways through Redis when events come from there.
+        let (presence, presence_task) = match &redis {
+            Some(client) => {
+                let (outbox, deltas) = tokio::sync::mpsc::channel(presence::bus::OUTBOX);
+                let presence = Arc::new(Presence::new(hub.clone(), Some(outbox)));
+                let bus = tokio::spawn(presence::bus::run(
+                    client.clone(),
+                    presence::bus::channel(&config.redis_stream_key),
+                    presence.clone(),
+                    deltas,
+                    stop_source.clone(),
+                ));
+                (presence, Some(bus))
+            }
+            None => (Arc::new(Presence::new(hub.clone(), None)), None),
+        };
+        tokio::spawn(presence.clone().run(stop_source.clone()));
         let source = match redis {
             Some(client) => {
                 let source = events::redis::RedisSource {
@@ -178,6 +196,7 @@ impl Application {
                 state: state.clone(),
                 cors: cors.clone(),
                 hub: hub.clone(),
+                presence: presence.clone(),
                 sockets: SocketConfig {
                     ping_interval: config.ws_ping_interval,
                     ping_timeout: config.ws_ping_timeout,
@@ -238,6 +257,10 @@ impl Application {
             .is_err()
         {
             tracing::warn!("the event source did not stop in time");
+        }
+        // Its goodbye lets the other gateways drop this one's members at once.
+        if let Some(bus) = presence_task {
+            let _ = tokio::time::timeout(SOURCE_STOP_GRACE, bus).await;
         }
         drop(socket_threads);
         tracing::info!("gateway stopped");

@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod observe;
+pub mod presence;
 pub mod query;
 pub mod security;
 pub mod server;

@@ -38,6 +38,14 @@ pub const WS_CONNECTIONS: &str = "gateway_ws_connections";
 pub const WS_SOCKETS_BY_FILTER: &str = "gateway_ws_sockets";
 /// Gauge: distinct users at least one filtered socket follows.
 pub const WS_SUBSCRIBED_USERS: &str = "gateway_ws_subscribed_users";
+/// Gauge: presence members this gateway knows of (its own sockets' and, with
+/// Redis, the other gateways').
+pub const PRESENCE_MEMBERS: &str = "gateway_presence_members";
+/// Counter: presence frames queued to sockets.
+pub const PRESENCE_FRAMES: &str = "gateway_presence_frames_total";
+/// Counter: local presence changes not published to the other gateways (the
+/// outbox was full; the next heartbeat carries them).
+pub const PRESENCE_DROPPED: &str = "gateway_presence_dropped_total";
 /// Counter `{reason}`: sockets that ended, by why.
 pub const WS_CLOSED: &str = "gateway_ws_closed_total";
 /// The `reason` values of [`WS_CLOSED`] (README, "Metrics").
@@ -111,6 +119,21 @@ pub fn install() -> PrometheusHandle {
         Unit::Count,
         "Distinct users at least one filtered socket follows"
     );
+    describe_gauge!(
+        PRESENCE_MEMBERS,
+        Unit::Count,
+        "Presence members known here (this gateway's and the others')"
+    );
+    describe_counter!(
+        PRESENCE_FRAMES,
+        Unit::Count,
+        "Presence frames queued to sockets"
+    );
+    describe_counter!(
+        PRESENCE_DROPPED,
+        Unit::Count,
+        "Presence changes not published to other gateways (outbox full)"
+    );
     describe_counter!(
         WS_CLOSED,
         Unit::Count,
@@ -182,8 +205,15 @@ pub fn install() -> PrometheusHandle {
             WATCH_RECONNECTS,
             WS_RESUMES,
             WS_RESYNCS,
+            PRESENCE_FRAMES,
+            PRESENCE_DROPPED,
         ],
-        &[WS_CONNECTIONS, EVENT_SOURCE_UP, WS_SUBSCRIBED_USERS],
+        &[
+            WS_CONNECTIONS,
+            EVENT_SOURCE_UP,
+            WS_SUBSCRIBED_USERS,
+            PRESENCE_MEMBERS,
+        ],
     );
     for filter in ["filtered", "unfiltered"] {
         metrics::gauge!(WS_SOCKETS_BY_FILTER, "filter" => filter).set(0.0);

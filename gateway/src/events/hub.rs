@@ -56,6 +56,28 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The socket's number in this hub, unique for the hub's life: what a
+    /// presence member id is made from.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether this socket follows `user`: `None` for an unfiltered socket
+    /// (which follows no one in particular).
+    pub fn follows(&self, user: i64) -> Option<bool> {
+        let state = self.hub.lock();
+        state.filtered.get(&self.id).map(|f| f.users.contains(user))
+    }
+
+    /// Queues `message` for this socket if its queue has room (presence frames:
+    /// best-effort, never a reason to close the socket).
+    pub fn offer(&self, message: Arc<Message>) {
+        let state = self.hub.lock();
+        if let Some(filtered) = state.filtered.get(&self.id) {
+            filtered.socket.offer(&Outbound::Control(message));
+        }
+    }
+
     /// Changes a filtered socket's set (`subscribe` / `unsubscribe`) and queues
     /// its `subscribed` frame, behind every event queued before the change and
     /// ahead of every one after: events with a seq above the frame's go by the
@@ -136,6 +158,12 @@ impl Socket {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues `item` if there is room; a full queue just misses it (for what is
+    /// best-effort: presence).
+    fn offer(&self, item: &Outbound) -> bool {
+        self.queue.try_send(item.clone()).is_ok()
     }
 }
 
@@ -312,6 +340,21 @@ impl Hub {
             *head = state.head;
             changed
         });
+    }
+
+    /// Offers `message` to every filtered socket that follows `user` (presence
+    /// frames): a socket whose queue is full misses it and stays open, so
+    /// presence never delays nor closes anything. Returns how many got it.
+    pub fn offer_to_followers(&self, user: i64, message: Arc<Message>) -> u64 {
+        let state = self.lock();
+        let item = Outbound::Control(message);
+        let Some(ids) = state.by_user.get(&user) else {
+            return 0;
+        };
+        ids.iter()
+            .filter_map(|id| state.filtered.get(id))
+            .filter(|filtered| filtered.socket.offer(&item))
+            .count() as u64
     }
 
     /// How many sockets are registered.

@@ -281,6 +281,7 @@ mod tests {
             sockets: ws::Endpoint {
                 state: state.clone(),
                 cors: Cors::default(),
+                presence: Arc::new(crate::presence::Presence::new(hub.clone(), None)),
                 hub,
                 sockets: ws::socket::SocketConfig {
                     ping_interval: Duration::from_secs(20),

@@ -35,6 +35,9 @@ pub struct Admitted {
     pub resume: Option<Resume>,
     /// The users a filtered socket follows (`?users=`); `None`: every event.
     pub users: Option<UserSet>,
+    /// The token's `sub` (`None` without authentication): what presence shows
+    /// of this socket's member.
+    pub sub: Option<String>,
     /// Its place under the caps and its token's expiry.
     pub lease: Lease,
     /// The token came as `Sec-WebSocket-Protocol: bearer, <token>`: answer with
@@ -85,6 +88,7 @@ pub fn admit(
     Ok(Admitted {
         resume,
         users,
+        sub: caller.sub,
         lease: Lease {
             expires_at: caller.expires_at,
             slot: Some(slot),

@@ -1,11 +1,14 @@
 //! What a client may say on its socket, read into one value per message so the
-//! socket task only acts: `ping`, `subscribe`, `unsubscribe`, or something it
-//! answers with an `error` frame. Pure, so the fuzzer can drive it.
+//! socket task only acts: `ping`, `subscribe`, `unsubscribe`, `presence`, or
+//! something it answers with an `error` frame. Pure, so the fuzzer can drive it.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::events::{Change, UserSet};
+use crate::{
+    events::{Change, UserSet},
+    presence,
+};
 
 /// One client message, read.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,6 +21,13 @@ pub enum Inbound {
     /// `subscribe` or `unsubscribe` with valid ids: the hub decides whether the
     /// socket may.
     Change(Change),
+    /// `presence` with a valid user and meta: `Some` joins or updates the
+    /// socket's entry, `None` leaves. Whether the socket follows the user is
+    /// the socket's to check.
+    Presence {
+        user: i64,
+        meta: Option<Map<String, Value>>,
+    },
     /// Anything else: answered with this `error` detail; the socket stays open.
     Invalid(String),
 }
@@ -43,10 +53,22 @@ pub fn read(message: &Message) -> Inbound {
         Some("unsubscribe") => ids().map_or_else(Inbound::Invalid, |ids| {
             Inbound::Change(Change::Unsubscribe(ids))
         }),
+        Some("presence") => read_presence(&value),
         Some(kind) => Inbound::Invalid(format!(
-            "Unknown message type {kind:?}; the types are \"ping\", \"subscribe\" and \"unsubscribe\"."
+            "Unknown message type {kind:?}; the types are \"ping\", \"subscribe\", \"unsubscribe\" and \"presence\"."
         )),
         None => Inbound::Invalid("A message must be a JSON object with a \"type\".".into()),
+    }
+}
+
+fn read_presence(value: &Value) -> Inbound {
+    let user = match value.get("user").and_then(Value::as_i64) {
+        Some(user) if user > 0 => user,
+        _ => return Inbound::Invalid("\"user\" must be a positive integer id.".into()),
+    };
+    match presence::read_meta(value.get("meta")) {
+        Ok(meta) => Inbound::Presence { user, meta },
+        Err(detail) => Inbound::Invalid(detail),
     }
 }
 
@@ -91,5 +113,26 @@ mod tests {
             Inbound::Invalid(_)
         ));
         assert_eq!(read(&Message::Ping(Default::default())), Inbound::Control);
+        assert!(matches!(
+            read_text(r#"{"type":"presence","user":3,"meta":{"typing":true}}"#),
+            Inbound::Presence {
+                user: 3,
+                meta: Some(_)
+            }
+        ));
+        assert_eq!(
+            read_text(r#"{"type":"presence","user":3,"meta":null}"#),
+            Inbound::Presence {
+                user: 3,
+                meta: None
+            }
+        );
+        for bad in [
+            r#"{"type":"presence","user":0,"meta":null}"#,
+            r#"{"type":"presence","user":3,"meta":7}"#,
+            r#"{"type":"presence","user":3}"#,
+        ] {
+            assert!(matches!(read_text(bad), Inbound::Invalid(_)), "{bad}");
+        }
     }
 }

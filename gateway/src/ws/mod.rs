@@ -17,7 +17,7 @@ use warp::{
     reply::{Reply, Response},
 };
 
-use crate::{events::Hub, security::cors::Cors, state::AppState};
+use crate::{events::Hub, presence::Presence, security::cors::Cors, state::AppState};
 
 /// What answering a handshake needs: the checks, the hub, and where socket tasks
 /// run and are tracked.
@@ -29,6 +29,8 @@ pub struct Endpoint {
     pub cors: Cors,
     /// Where sockets get their frames.
     pub hub: Arc<Hub>,
+    /// Who is where, for presence frames.
+    pub presence: Arc<Presence>,
     /// Ping interval and timeout of every socket.
     pub sockets: socket::SocketConfig,
     /// Cancelled at shutdown: every socket closes with 1001.
@@ -55,23 +57,16 @@ impl Endpoint {
         };
         let subprotocol = admitted.subprotocol;
         // Only what the socket task keeps.
-        let (tracker, hub, sockets, shutdown) = (
-            self.tracker.clone(),
-            self.hub.clone(),
-            self.sockets.clone(),
-            self.shutdown.clone(),
-        );
+        let tracker = self.tracker.clone();
+        let shared = socket::Shared {
+            hub: self.hub.clone(),
+            presence: self.presence.clone(),
+            config: self.sockets.clone(),
+            shutdown: self.shutdown.clone(),
+        };
         let mut response = handshake
             .accept(&self.runtime, move |socket| {
-                tracker.track_future(socket::serve(
-                    socket,
-                    hub,
-                    admitted.resume,
-                    admitted.users,
-                    sockets,
-                    shutdown,
-                    admitted.lease,
-                ))
+                tracker.track_future(socket::serve(socket, shared, admitted))
             })
             .into_response();
         if subprotocol {

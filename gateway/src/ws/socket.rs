@@ -5,6 +5,7 @@
 //! queue overflowed is closed with 1013; at shutdown every socket gets 1001.
 
 use std::{
+    collections::HashSet,
     sync::Arc,
     task::Poll,
     time::{Duration, SystemTime},
@@ -20,10 +21,11 @@ use tokio_tungstenite::tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    events::{Hub, Outbound, Resume, Start, Subscription, UserSet},
+    events::{Change, Hub, Outbound, Start, Subscription},
     observe,
+    presence::{Budget, Member, Presence},
     ws::{
-        admission::Lease,
+        admission::Admitted,
         inbound::{self, Inbound},
         upgrade::WebSocket,
     },
@@ -65,16 +67,34 @@ enum End {
     Close(u16, &'static str),
 }
 
-/// Runs one socket until it ends; with `users`, a filtered one.
-pub async fn serve(
-    socket: WebSocket,
-    hub: Arc<Hub>,
-    resume: Option<Resume>,
-    users: Option<UserSet>,
-    config: SocketConfig,
-    shutdown: CancellationToken,
-    lease: Lease,
-) {
+/// What every socket task shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// Where its frames come from.
+    pub hub: Arc<Hub>,
+    /// Who else is there.
+    pub presence: Arc<Presence>,
+    /// Ping interval and timeout.
+    pub config: SocketConfig,
+    /// Cancelled at shutdown: the socket closes with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs one socket, admitted as `admitted`, until it ends.
+pub async fn serve(socket: WebSocket, shared: Shared, admitted: Admitted) {
+    let Shared {
+        hub,
+        presence,
+        config,
+        shutdown,
+    } = shared;
+    let Admitted {
+        resume,
+        users,
+        sub,
+        lease,
+        ..
+    } = admitted;
     let (mut sink, mut stream) = socket.split();
     // The tokio deadline of the token's expiry (a past one fires at once).
     let expiry = lease
@@ -94,6 +114,7 @@ pub async fn serve(
         close(&mut sink, CLOSE_TRY_AGAIN_LATER, "event source unavailable").await;
         return;
     }
+    let followed: Vec<i64> = users.as_ref().map(|u| u.ids().to_vec()).unwrap_or_default();
     let joined = hub.join(resume.as_ref(), users);
     let mut subscription = joined.subscription;
     let mut after = joined.after;
@@ -103,9 +124,20 @@ pub async fn serve(
         config,
         shutdown,
         overflowed: subscription.overflowed.clone(),
+        here: Here {
+            member: presence.member_id(subscription.id()),
+            sub,
+            presence,
+            present: HashSet::new(),
+            budget: Budget::default(),
+        },
     };
     let end = async {
         socket.send(joined.hello).await?;
+        for &user in &followed {
+            let snapshot = socket.here.presence.snapshot(user);
+            socket.send(Message::clone(&snapshot)).await?;
+        }
         match joined.start {
             Start::Live => {}
             Start::Replay(frames) => {
@@ -184,6 +216,7 @@ pub async fn serve(
         }
     };
     let result: Result<(), End> = end.await;
+    socket.here.leave_everywhere();
     drop(subscription);
     drop(lease.slot);
     observe::socket_closed(close_reason(&result));
@@ -203,6 +236,91 @@ struct Socket {
     config: SocketConfig,
     shutdown: CancellationToken,
     overflowed: CancellationToken,
+    here: Here,
+}
+
+/// This socket's presence: its member id and `sub`, the users it has joined,
+/// and its message budget.
+struct Here {
+    member: String,
+    sub: Option<String>,
+    presence: Arc<Presence>,
+    present: HashSet<i64>,
+    budget: Budget,
+}
+
+impl Here {
+    /// Acts on a presence message; the error frame's detail when refused (its
+    /// entry unchanged).
+    fn update(
+        &mut self,
+        subscription: &Subscription,
+        user: i64,
+        meta: Option<serde_json::Map<String, Value>>,
+    ) -> Result<(), String> {
+        if !self.budget.spend(std::time::Instant::now()) {
+            return Err(format!(
+                "At most {} presence messages a second; this one was dropped.",
+                crate::presence::MESSAGES_PER_SECOND
+            ));
+        }
+        match subscription.follows(user) {
+            None => {
+                return Err("Presence needs a socket opened with ?users=.".into());
+            }
+            Some(false) => {
+                return Err(format!(
+                    "Presence is for users this socket follows; subscribe to {user} first."
+                ));
+            }
+            Some(true) => {}
+        }
+        match meta {
+            Some(meta) => {
+                self.presence.set(
+                    user,
+                    Member {
+                        id: self.member.clone(),
+                        sub: self.sub.clone(),
+                        meta,
+                    },
+                );
+                self.present.insert(user);
+            }
+            None => self.leave(user),
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, user: i64) {
+        if self.present.remove(&user) {
+            self.presence.leave(user, &self.member);
+        }
+    }
+
+    /// After a change of the socket's users: leaves the removed ones, and
+    /// queues the presence of the added ones after the `subscribed` frame.
+    fn after_change(&mut self, change: &Change, subscription: &Subscription) {
+        match change {
+            Change::Subscribe(users) => {
+                for &user in users {
+                    subscription.offer(self.presence.snapshot(user));
+                }
+            }
+            Change::Unsubscribe(users) => {
+                for &user in users {
+                    self.leave(user);
+                }
+            }
+        }
+    }
+
+    /// The socket is closing: it leaves every user it joined.
+    fn leave_everywhere(&mut self) {
+        for user in std::mem::take(&mut self.present) {
+            self.presence.leave(user, &self.member);
+        }
+    }
 }
 
 impl Socket {
@@ -244,10 +362,18 @@ impl Socket {
             return Err(End::Gone("client_closed"));
         }
         let reply = match inbound::read(&message) {
-            Inbound::Change(change) => match subscription.change(change) {
-                Ok(()) => None,
+            Inbound::Change(change) => match subscription.change(change.clone()) {
+                Ok(()) => {
+                    self.here.after_change(&change, subscription);
+                    None
+                }
                 Err(detail) => Some(inbound::error(&detail)),
             },
+            Inbound::Presence { user, meta } => self
+                .here
+                .update(subscription, user, meta)
+                .err()
+                .map(|detail| inbound::error(&detail)),
             other => reply(other),
         };
         match reply {
@@ -269,7 +395,7 @@ fn reply(inbound: Inbound) -> Option<Value> {
     match inbound {
         Inbound::Ping => Some(inbound::pong()),
         Inbound::Invalid(detail) => Some(inbound::error(&detail)),
-        Inbound::Control | Inbound::Change(_) => None,
+        Inbound::Control | Inbound::Change(_) | Inbound::Presence { .. } => None,
     }
 }
 
