@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const targetDir = process.env.CARGO_TARGET_DIR ?? join(repoRoot, 'target');
-const binary = (name) => process.env[`${name.toUpperCase().replace('-', '_')}_BIN`] ?? join(targetDir, 'debug', name);
+/** The path of binary `name`: `<NAME>_BIN` if set, else the workspace's debug build. */
+export const binary = (name) => process.env[`${name.toUpperCase().replace('-', '_')}_BIN`] ?? join(targetDir, 'debug', name);
 
 /** Starts `name` with `args` and resolves with { child, addr } once it logs its bound address. */
 function startBinary(name, args, env = {}) {
