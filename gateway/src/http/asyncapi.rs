@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{
     events::filter::MAX_USERS,
+    presence,
     ws::{socket, upgrade},
 };
 
@@ -106,6 +107,47 @@ pub fn document() -> Value {
     let unsubscribe = change(
         "unsubscribe",
         "Stops following these users; answered with `subscribed`.",
+    );
+    let presence_in = object(
+        "presence",
+        &format!(
+            "Joins (or updates) this socket's presence on `user`, which it must follow; `\"meta\": null` leaves (closing the socket or unsubscribing also does). At most {per_second} presence messages a second per socket; beyond, or for a user not followed, or from an unfiltered socket, or with a `meta` that is not an object of at most {max_meta} bytes of JSON: an `error` frame, the entry unchanged.",
+            per_second = presence::MESSAGES_PER_SECOND,
+            max_meta = presence::MAX_META_BYTES
+        ),
+        &["type", "user", "meta"],
+        json!({
+            "user": { "type": "integer", "format": "int64", "minimum": 1 },
+            "meta": {
+                "type": ["object", "null"],
+                "description": "What this window says about itself (the page sends `window`, `field`, `typing`); `null` leaves.",
+                "additionalProperties": true
+            }
+        }),
+    );
+    let presence_out = object(
+        "presence",
+        &format!(
+            "Who has `user` open, on every gateway: the whole list, ordered by `id`, sent to every filtered socket following `user` when it changes (at most once per {coalesce_ms} ms per socket) and once right after the socket starts following `user`. Carries no `seq`, is never replayed, and never delays events. A member leaves when its socket closes or unsubscribes; if its gateway dies, within 30 s.",
+            coalesce_ms = presence::COALESCE.as_millis()
+        ),
+        &["type", "user", "members"],
+        json!({
+            "user": { "type": "integer", "format": "int64", "minimum": 1 },
+            "members": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "sub", "meta"],
+                    "properties": {
+                        "id": { "type": "string", "description": "Opaque, stable for the member's socket." },
+                        "sub": { "type": ["string", "null"], "description": "The member's token `sub`; `null` without authentication." },
+                        "meta": { "type": "object", "additionalProperties": true }
+                    },
+                    "additionalProperties": true
+                }
+            }
+        }),
     );
     let user_update = object(
         "user_update",
@@ -212,12 +254,24 @@ pub fn document() -> Value {
         "unsubscribe": message(
             "unsubscribe", "Unsubscribe", "Follow fewer users.", unsubscribe,
             json!({ "type": "unsubscribe", "users": [1] })
+        ),
+        "presenceUpdate": message(
+            "presence", "Presence update", "Join, update or leave a user's presence.", presence_in,
+            json!({ "type": "presence", "user": 1, "meta": { "window": 1, "field": "first_name", "typing": true } })
+        ),
+        "presence": message(
+            "presence", "Presence", "Everyone who has a user open, with what they said about themselves.", presence_out,
+            json!({ "type": "presence", "user": 1, "members": [
+                { "id": "4f1c2a9e0b7d3e51.17", "sub": "alice", "meta": { "window": 1, "field": "first_name", "typing": true } },
+                { "id": "9a0e6b2c4d8f1a33.4", "sub": "bob", "meta": { "window": 2, "field": "last_name", "typing": false } }
+            ]})
         )
     });
 
     let channel_description = format!(
         "Every change to a user (create, update, delete) is pushed to every socket open on any gateway, in the database's commit order: a `hello` first, then one `user_update` per event.\n\n\
          **Filter**: `?users=1,2,3` (comma-separated positive ids, at most {max_users}; empty is allowed) makes the socket *filtered*: it gets `user_update` frames for those users only (its replay too), its `hello` names them, and `subscribe` / `unsubscribe` change the set. Without `users` a socket gets every event, as the proof of concept's clients expect.\n\n\
+         **Presence**: a filtered socket may say it is there (`presence` with a `meta`) for a user it follows; every socket following that user, on every gateway, gets the whole list of members when it changes.\n\n\
          **Resume**: reconnect with `?since=<the last seq seen>&epoch=<its epoch>` to get every event after `since`, in order, then live ones; when that gap cannot be replayed the socket gets a `resync` instead. Without `since` a socket gets live events only.\n\n\
          **Writes**: a REST write is answered once its event is on that gateway's feed; the answer's `X-Users-Seq` header is the event's seq.\n\n\
          **Handshake refusals** (an HTTP status and a `{{\"detail\": …}}` body): 400 (a bad `since` or `users`), 401 (no or bad token), 403 (no `users:read`, or a browser `Origin` not allowed), 429 (over the connect rate, with `Retry-After`), 503 (over the socket caps, with `Retry-After`).\n\n\
@@ -295,7 +349,9 @@ pub fn document() -> Value {
                     "ping": { "$ref": "#/components/messages/ping" },
                     "subscribed": { "$ref": "#/components/messages/subscribed" },
                     "subscribe": { "$ref": "#/components/messages/subscribe" },
-                    "unsubscribe": { "$ref": "#/components/messages/unsubscribe" }
+                    "unsubscribe": { "$ref": "#/components/messages/unsubscribe" },
+                    "presence": { "$ref": "#/components/messages/presence" },
+                    "presenceUpdate": { "$ref": "#/components/messages/presenceUpdate" }
                 },
                 "bindings": {
                     "ws": {
@@ -351,7 +407,8 @@ pub fn document() -> Value {
                     message_ref("resync"),
                     message_ref("pong"),
                     message_ref("error"),
-                    message_ref("subscribed")
+                    message_ref("subscribed"),
+                    message_ref("presence")
                 ]
             },
             "receivePing": {
@@ -375,6 +432,13 @@ pub fn document() -> Value {
                     "channel": { "$ref": "#/channels/userUpdates" },
                     "messages": [message_ref("subscribed")]
                 }
+            },
+            "receivePresence": {
+                "action": "receive",
+                "channel": { "$ref": "#/channels/userUpdates" },
+                "title": "Presence updates from a filtered socket",
+                "summary": "`presence` with `user` and `meta`; the followers' `presence` frames reflect it.",
+                "messages": [message_ref("presenceUpdate")]
             }
         },
         "components": {
@@ -411,7 +475,13 @@ mod tests {
     /// The subset of JSON Schema the payloads use, enough to tell an encoder that
     /// left the document behind (the browser suite checks with a full validator).
     fn conforms(value: &Value, schema: &Value, at: &str) {
-        match schema["type"].as_str().unwrap() {
+        // `["object", "null"]`: null passes, anything else is held to the other.
+        let kind = match &schema["type"] {
+            Value::Array(kinds) if value.is_null() && kinds.contains(&json!("null")) => return,
+            Value::Array(kinds) => kinds.iter().find(|k| *k != "null").unwrap(),
+            kind => kind,
+        };
+        match kind.as_str().unwrap() {
             "object" => {
                 let object = value
                     .as_object()
@@ -420,7 +490,9 @@ mod tests {
                     let key = key.as_str().unwrap();
                     assert!(object.contains_key(key), "{at}: no {key}");
                 }
-                for (key, item) in object {
+                // A free-form object (a presence `meta`) lists no properties.
+                let listed = schema.get("properties").is_some();
+                for (key, item) in object.iter().filter(|_| listed) {
                     let property = &schema["properties"][key];
                     assert!(!property.is_null(), "{at}: {key} is not in the document");
                     conforms(item, property, &format!("{at}.{key}"));
@@ -482,8 +554,10 @@ mod tests {
             "pong",
             "error",
             "subscribed",
+            "presence",
         ];
-        for name in sent.iter().chain(&["ping", "subscribe", "unsubscribe"]) {
+        let received = ["ping", "subscribe", "unsubscribe", "presenceUpdate"];
+        for name in sent.iter().chain(&received) {
             assert!(payload(&doc, name).is_object(), "message {name}");
             assert!(
                 channel["messages"][name].is_object(),
@@ -514,6 +588,7 @@ mod tests {
             operation_messages("receiveSubscriptionChanges"),
             ["subscribe", "unsubscribe"]
         );
+        assert_eq!(operation_messages("receivePresence"), ["presenceUpdate"]);
     }
 
     #[test]
@@ -548,6 +623,24 @@ mod tests {
             &text(&Message::text(frame::subscribed_json(&[1, 4], 43))),
             &payload(&doc, "subscribed"),
             "subscribed",
+        );
+        let hub = std::sync::Arc::new(crate::events::Hub::new(1, 1));
+        let presence = presence::Presence::new(hub, None);
+        let serde_json::Value::Object(meta) = json!({ "window": 1, "typing": true }) else {
+            unreachable!()
+        };
+        presence.set(
+            1,
+            presence::Member {
+                id: presence.member_id(3),
+                sub: None,
+                meta,
+            },
+        );
+        conforms(
+            &text(&presence.snapshot(1)),
+            &payload(&doc, "presence"),
+            "presence",
         );
         conforms(
             &text(&Message::text(frame::resync_json(8, "e1"))),
