@@ -141,8 +141,10 @@ pub struct Config {
     pub auth: AuthConfig,
 
     /// Token the user-service requires of its callers (sent as `authorization:
-    /// Bearer …` on every RPC). Unset: none sent.
-    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true)]
+    /// Bearer …` on every RPC): at least 32 bytes of printable ASCII, not a
+    /// placeholder, as the user-service demands. Unset: none sent.
+    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true,
+          value_parser = service_runtime::secret::strong)]
     pub service_token: Option<String>,
 
     /// PEM CA certificate to trust for an `https://` user-service URL (unset: the

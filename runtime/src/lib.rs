@@ -8,6 +8,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod open_files;
 pub mod request_id;
+pub mod secret;
 
 use std::io::IsTerminal;
 

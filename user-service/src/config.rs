@@ -100,8 +100,11 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Token every users.v1 RPC must carry as `authorization: Bearer <token>`
-    /// (health and reflection stay open). Unset: no token is asked for.
-    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true)]
+    /// (health and reflection stay open): at least 32 bytes of printable ASCII,
+    /// not a placeholder (refused at start otherwise). Unset: no token is asked
+    /// for.
+    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true,
+          value_parser = service_runtime::secret::strong)]
     pub service_token: Option<String>,
 
     /// PEM certificate chain: serve gRPC over TLS (with `--tls-key`).
@@ -189,6 +192,17 @@ mod tests {
                 "{url}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn a_weak_service_token_is_refused_at_start() {
+        let parse =
+            |token: &str| Config::try_parse_from(["user-service", "--service-token", token]);
+        for weak in ["secret", "CHANGE-ME-not-a-real-service-token"] {
+            let error = parse(weak).unwrap_err().to_string();
+            assert!(error.contains("--service-token"), "{error}");
+        }
+        assert!(parse("k3J9xQ2mVb7RtL0pZs8WcY4nHf6DgA1e").is_ok());
     }
 
     #[test]
