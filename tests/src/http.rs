@@ -156,15 +156,16 @@ impl Http {
         reply.json()
     }
 
-    /// Waits (bounded) until `/readyz` answers 200: a gateway listens before it
-    /// has reached the user-service, and a test must not race that.
+    /// Waits (bounded) until `/readyz` answers 200 with every check ok: a
+    /// gateway listens before it has reached the user-service, and a test must
+    /// not race that.
     pub async fn wait_ready(&self) {
         eventually(
             Poll::within(START_TIMEOUT).every(Duration::from_millis(50)),
             "the gateway to become ready",
             async || {
                 let reply = self.get("/readyz").await;
-                if reply.status == 200 {
+                if reply.status == 200 && reply.json()["status"] == "ok" {
                     Ok(())
                 } else {
                     Err(format!("{} {:?}", reply.status, reply.body))

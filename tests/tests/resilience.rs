@@ -1,17 +1,21 @@
-//! A user-service that goes away: REST answers 503 quickly and `/readyz` fails;
-//! when it returns, both recover without restarting the gateway.
+//! A user-service that goes away: REST answers 503 quickly while `/readyz`
+//! stays 200 (the outage is every gateway's, so no gateway leaves the Service;
+//! the body says what is down) and sockets stay open; when it returns, REST
+//! recovers without restarting the gateway.
 
 use std::time::{Duration, Instant};
 
 use e2e::{Http, Poll, UserService, poll_until, start_gateway};
 
 #[tokio::test]
-async fn a_user_service_that_is_down_gives_503_and_not_ready_then_recovers() {
+async fn a_user_service_that_is_down_gives_503_while_readyz_stays_200_then_recovers() {
     let mut users = UserService::start(&[]).await;
     let gateway = start_gateway(&users.url(), &[]).await;
     let http = Http::new(gateway.addr);
     http.wait_ready().await;
     let id = http.create("Ada", "Lovelace").await["id"].as_i64().unwrap();
+    let mut socket = e2e::Socket::connect(gateway.addr, "").await;
+    assert_eq!(socket.frame().await["type"], "hello");
 
     let addr = users.process.addr;
     users.process.kill().await;
@@ -28,7 +32,7 @@ async fn a_user_service_that_is_down_gives_503_and_not_ready_then_recovers() {
         Poll::within(Duration::from_secs(2)).every(Duration::from_millis(50)),
         async || {
             let ready = http.get("/readyz").await;
-            if ready.status != 200 {
+            if ready.json()["status"] == "degraded" {
                 Ok(ready)
             } else {
                 Err(ready)
@@ -36,13 +40,39 @@ async fn a_user_service_that_is_down_gives_503_and_not_ready_then_recovers() {
         },
     )
     .await;
-    assert_eq!(ready.status, 503);
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    assert_eq!(ready.json()["status"], "degraded");
     assert_eq!(ready.json()["checks"]["user_service"], "unavailable");
     assert_eq!(http.get("/healthz").await.status, 200, "still alive");
+    assert_eq!(http.get("/").await.status, 200, "the page is still served");
+    assert!(
+        matches!(
+            socket.next(Duration::from_millis(500)).await,
+            Err(e2e::Ended::TimedOut)
+        ),
+        "the socket stays open"
+    );
 
     users.start_again(&[], addr).await;
     http.wait_ready().await;
     let reply = http.get(&format!("/api/users/{id}/")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["first_name"], "Ada");
+}
+
+/// A gateway that never reached its events has not started: `/readyz` keeps it
+/// out of the Service (503 `starting`) until the user-service appears.
+#[tokio::test]
+async fn a_gateway_that_never_reached_its_events_is_not_ready_until_it_does() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", e2e::free_port()).parse().unwrap();
+    let gateway = start_gateway(&format!("http://{addr}"), &[]).await;
+    let http = Http::new(gateway.addr);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ready = http.get("/readyz").await;
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert_eq!(ready.json()["status"], "starting");
+    let mut users = UserService::start(&[]).await;
+    users.process.kill().await;
+    users.start_again(&[], addr).await;
+    http.wait_ready().await;
 }

@@ -249,6 +249,9 @@ pub struct Hub {
     /// what writes wait on before they are answered.
     head: state::Sender<u64>,
     live: state::Sender<bool>,
+    /// Whether the source has ever been live: a gateway that never reached
+    /// its events has not started (readiness).
+    ever_live: std::sync::atomic::AtomicBool,
     window_cap: usize,
     queue_len: usize,
 }
@@ -269,6 +272,7 @@ impl Hub {
             }),
             head: state::channel(0).0,
             live: state::channel(false).0,
+            ever_live: std::sync::atomic::AtomicBool::new(false),
             window_cap: window_cap.max(1),
             queue_len: queue_len.max(1),
         }
@@ -294,8 +298,17 @@ impl Hub {
         *self.live.borrow()
     }
 
+    /// Whether the source has followed its stream at least once since start.
+    pub fn was_ever_live(&self) -> bool {
+        self.ever_live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The source says whether it is following its stream.
     pub fn set_live(&self, live: bool) {
+        if live {
+            self.ever_live
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.live.send_if_modified(|current| {
             let changed = *current != live;
             *current = live;

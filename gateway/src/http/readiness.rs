@@ -1,12 +1,21 @@
-//! `/readyz`: whether this gateway reaches what it needs (the user-service's
-//! health, Redis when configured, a live event source). Probes need no token, so
-//! the answer is shared for [`FRESH_FOR`]: however many requests arrive, the
-//! dependencies are asked at most a few times a second, one check at a time.
+//! `/readyz`: whether *this* gateway should get traffic: it has started (its
+//! event source was live at least once) and is not draining. What every
+//! gateway shares (the user-service's health, Redis, the event source now) is
+//! reported in the body (`"status": "degraded"` and the failing checks), in
+//! metrics and alerts, but does not take the pod out of the Service: a
+//! user-service restart must not empty the Service of every gateway, whose
+//! page, static files and socket reconnects keep working (REST answers 503 by
+//! itself meanwhile).
+//!
+//! Probes need no token, so the answer is shared for [`FRESH_FOR`]: however
+//! many requests arrive, the dependencies are asked at most a few times a
+//! second, one check at a time.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use warp::{http::StatusCode, reply::Response};
 
 use crate::{error::json_response, observe, state::AppState};
@@ -18,47 +27,62 @@ pub const FRESH_FOR: Duration = Duration::from_millis(250);
 pub struct Readiness {
     state: AppState,
     timeout: Duration,
-    last: Mutex<Option<(Instant, bool, Value)>>,
+    /// Cancelled when the gateway starts draining at shutdown.
+    draining: CancellationToken,
+    last: Mutex<Option<(Instant, Value)>>,
 }
 
 impl Readiness {
-    /// Checks through `state`, waiting up to `timeout` for each dependency.
-    pub fn new(state: AppState, timeout: Duration) -> Readiness {
+    /// Checks through `state`, waiting up to `timeout` for each dependency;
+    /// not ready from the moment `draining` is cancelled.
+    pub fn new(state: AppState, timeout: Duration, draining: CancellationToken) -> Readiness {
         Readiness {
             state,
             timeout,
+            draining,
             last: Mutex::new(None),
         }
     }
 
-    /// 200 with every check `ok`, else 503 naming the failing ones.
+    /// 503 `{"status": "draining"}` at shutdown, 503 `{"status": "starting"}`
+    /// until the event source was first live; else 200 with `"status"` `ok` or
+    /// `degraded` and every check.
     pub async fn answer(&self) -> Response {
+        if self.draining.is_cancelled() {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "status": "draining" }),
+            );
+        }
         let mut last = self.last.lock().await;
         let fresh = last
             .as_ref()
-            .filter(|(at, ..)| at.elapsed() < FRESH_FOR)
-            .map(|(_, ready, body)| (*ready, body.clone()));
-        let (ready, body) = match fresh {
-            Some(answer) => answer,
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, checks)| checks.clone());
+        let checks = match fresh {
+            Some(checks) => checks,
             None => {
-                let (ready, body) = check(&mut self.state.clone(), self.timeout).await;
-                *last = Some((Instant::now(), ready, body.clone()));
-                (ready, body)
+                let checks = check(&mut self.state.clone(), self.timeout).await;
+                *last = Some((Instant::now(), checks.clone()));
+                checks
             }
         };
         drop(last);
-        let status = if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
+        let all_ok = checks
+            .as_object()
+            .is_some_and(|c| c.values().all(|v| v == "ok"));
+        let (status, word) = match (self.state.hub.was_ever_live(), all_ok) {
+            (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+            (true, true) => (StatusCode::OK, "ok"),
+            (true, false) => (StatusCode::OK, "degraded"),
         };
-        json_response(status, &body)
+        json_response(status, &json!({ "status": word, "checks": checks }))
     }
 }
 
-/// `/readyz`: 200 only when the user-service answers its health check, Redis (when
-/// configured) answers PING, and the event source is live.
-async fn check(state: &mut AppState, timeout: Duration) -> (bool, Value) {
+/// Each shared dependency, `ok` or `unavailable`: the user-service's health
+/// check, Redis's PING (when configured), the event source now.
+async fn check(state: &mut AppState, timeout: Duration) -> Value {
     let user_service = tokio::time::timeout(
         timeout,
         observe::grpc(
@@ -76,7 +100,6 @@ async fn check(state: &mut AppState, timeout: Duration) -> (bool, Value) {
         "user_service".into(),
         json!(if user_service_ok { "ok" } else { "unavailable" }),
     );
-    let mut ready = user_service_ok;
     if let Some(pool) = &state.redis {
         let redis_ok = tokio::time::timeout(timeout, async {
             let mut conn = pool.get().await.ok()?;
@@ -93,16 +116,13 @@ async fn check(state: &mut AppState, timeout: Duration) -> (bool, Value) {
             "redis".into(),
             json!(if redis_ok { "ok" } else { "unavailable" }),
         );
-        ready &= redis_ok;
     }
     let events_ok = state.hub.is_live();
     checks.insert(
         "events".into(),
         json!(if events_ok { "ok" } else { "unavailable" }),
     );
-    ready &= events_ok;
-    let body = json!({ "status": if ready { "ok" } else { "unavailable" }, "checks": checks });
-    (ready, body)
+    Value::Object(checks)
 }
 
 /// `/healthz`: the process is up and serving.

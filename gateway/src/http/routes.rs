@@ -101,7 +101,11 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         warp::path!("metrics").boxed(),
         warp::any().map(observe::metrics_response).boxed(),
     );
-    let readiness = Arc::new(Readiness::new(routes.state.clone(), routes.ready_timeout));
+    let readiness = Arc::new(Readiness::new(
+        routes.state.clone(),
+        routes.ready_timeout,
+        routes.sockets.shutdown.clone(),
+    ));
     let readyz = get_only(
         warp::path!("readyz").boxed(),
         warp::any()
