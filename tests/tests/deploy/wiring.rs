@@ -24,18 +24,126 @@ fn the_kustomization_lists_every_manifest_and_nothing_else() {
     let kustomization = &manifests::parse_yaml(&manifests::k8s_dir().join("kustomization.yaml"))[0];
     for key in kustomization.as_object().unwrap().keys() {
         assert!(
-            ["apiVersion", "kind", "resources", "images"].contains(&key.as_str()),
-            "kustomization.yaml transforms the files ({key}): this test reads them as they are"
+            [
+                "apiVersion",
+                "kind",
+                "resources",
+                "configMapGenerator",
+                "secretGenerator",
+                "images"
+            ]
+            .contains(&key.as_str()),
+            "kustomization.yaml does more than this test follows ({key})"
         );
     }
-    let namespace = manifests.of_kind("Namespace").count();
-    assert_eq!(namespace, 1, "one namespace");
+    for variant in variants() {
+        let namespace = variant.manifests.of_kind("Namespace").count();
+        assert_eq!(namespace, 1, "{}: one namespace", variant.name);
+    }
+}
+
+#[test]
+fn no_keys_are_committed_and_settings_changes_roll_the_pods() {
+    let dir = manifests::k8s_dir();
+    // No Secret in any file: the keys' Secret is generated from secrets.env, which
+    // is git-ignored; only its example (placeholders) is committed.
+    let manifests = Manifests::load();
+    for file in &manifests.files {
+        for resource in manifests::parse_yaml(&dir.join(file)) {
+            assert_ne!(resource["kind"], "Secret", "{file} holds a Secret");
+        }
+    }
+    let kustomization = &manifests::parse_yaml(&dir.join("kustomization.yaml"))[0];
+    let secrets = kustomization["secretGenerator"].as_array().unwrap();
+    assert_eq!(secrets.len(), 1, "one generated Secret");
+    assert_eq!(secrets[0]["envs"], json!(["secrets.env"]));
+    let ignore = std::fs::read_to_string(dir.join(".gitignore")).expect("deploy/k8s/.gitignore");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "secrets.env"),
+        "secrets.env is git-ignored"
+    );
+    let tracked = std::process::Command::new("git")
+        .args(["ls-files", "--error-unmatch", "deploy/k8s/secrets.env"])
+        .current_dir(manifests::deploy_dir().parent().unwrap())
+        .output()
+        .expect("git");
+    assert!(
+        !tracked.status.success(),
+        "deploy/k8s/secrets.env is committed"
+    );
+    // The example's keys are exactly the ones the pods use, and its values are
+    // placeholders: the JWT one too short for HS256, so a gateway started with it
+    // refuses to start (checked in running.rs).
+    let used: BTreeSet<String> = manifests
+        .workloads()
+        .flat_map(|w| {
+            w["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+        })
+        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .filter(|v| v["valueFrom"]["secretKeyRef"]["name"] == "users-secrets")
+        .map(|v| {
+            v["valueFrom"]["secretKeyRef"]["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let example: BTreeSet<String> = manifests::env_file(&dir.join("secrets.env.example"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        used, example,
+        "secrets.env.example has the keys the pods use"
+    );
+    let jwt = manifests.secret_value("users-secrets", "jwt-secret");
+    assert!(jwt.contains("CHANGE-ME") && jwt.len() < 32, "{jwt}");
+    let token = manifests.secret_value("users-secrets", "service-token");
+    assert!(token.contains("CHANGE-ME"), "{token}");
+    // Settings come from generated ConfigMaps (hash-suffixed names: a change rolls
+    // the pods), not from ConfigMap resources in the files.
+    let generated: BTreeSet<&str> = kustomization["configMapGenerator"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    for file in &manifests.files {
+        for resource in manifests::parse_yaml(&dir.join(file)) {
+            assert_ne!(resource["kind"], "ConfigMap", "{file} holds a ConfigMap");
+        }
+    }
+    for variant in variants() {
+        for workload in variant.manifests.workloads() {
+            for container in workload["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+            {
+                for source in container["envFrom"].as_array().into_iter().flatten() {
+                    if let Some(name) = source["configMapRef"]["name"].as_str() {
+                        assert!(
+                            generated.contains(name),
+                            "{}: {name} is not a generated ConfigMap",
+                            variant.name
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
 fn services_select_pods_and_target_ports_they_declare() {
-    let manifests = Manifests::load();
-    let pods = pods(&manifests);
+    for variant in variants() {
+        services_select_pods_in(&variant.manifests, variant.name);
+    }
+}
+
+fn services_select_pods_in(manifests: &Manifests, variant: &str) {
+    let pods = pods(manifests);
     for workload in manifests.workloads() {
         let name = &workload["metadata"]["name"];
         let selector = match_labels(&workload["spec"]["selector"]);
@@ -101,7 +209,7 @@ fn services_select_pods_and_target_ports_they_declare() {
     }
     // The URLs the binaries are given name Services (and their ports) that select
     // the right pods.
-    let secrets = TestSecrets::new(&manifests);
+    let secrets = TestSecrets::new(manifests);
     for (workload, variable, target) in [
         ("user-service", "REDIS_URL", "redis"),
         ("gateway", "REDIS_URL", "redis"),
@@ -112,7 +220,7 @@ fn services_select_pods_and_target_ports_they_declare() {
         let url = &environment[variable];
         let (service, port_listed) = manifests
             .service_of_url(url)
-            .unwrap_or_else(|| panic!("{workload}'s {variable}={url} names no Service"));
+            .unwrap_or_else(|| panic!("{variant}: {workload}'s {variable}={url} names no Service"));
         assert!(
             port_listed,
             "{workload}'s {variable}={url}: not a port of the Service"
@@ -146,28 +254,132 @@ fn services_select_pods_and_target_ports_they_declare() {
             }
         }
     }
-    // The HPA scales the gateway Deployment, the PDB covers its pods.
+    // The HTTPRoute (components/gateway-api) sends to a Service port that exists.
+    for route in manifests.of_kind("HTTPRoute") {
+        for rule in route["spec"]["rules"].as_array().unwrap() {
+            for backend in rule["backendRefs"].as_array().unwrap() {
+                let service = manifests.get("Service", backend["name"].as_str().unwrap());
+                assert!(
+                    service["spec"]["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["port"] == backend["port"]),
+                    "the HTTPRoute's backend {backend} is not a port of the Service"
+                );
+            }
+        }
+    }
+    // The HPA alone sizes the gateway Deployment (no `replicas` for an apply to
+    // reset), the PDB covers its pods.
     let gateway = manifests.get("Deployment", "gateway");
     let hpa = manifests.get("HorizontalPodAutoscaler", "gateway");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "gateway");
-    let replicas = gateway["spec"]["replicas"].as_u64().unwrap();
-    assert_eq!(replicas, 3, "three gateways");
-    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() <= replicas);
-    assert!(hpa["spec"]["maxReplicas"].as_u64().unwrap() > replicas);
+    assert!(
+        gateway["spec"].get("replicas").is_none(),
+        "{variant}: the gateway Deployment sets replicas beside its HPA"
+    );
+    let minimum = hpa["spec"]["minReplicas"].as_u64().unwrap();
+    assert!(minimum >= 3, "at least three gateways");
+    assert!(hpa["spec"]["maxReplicas"].as_u64().unwrap() > minimum);
     let pdb = manifests.get("PodDisruptionBudget", "gateway");
     assert!(selects(
         &match_labels(&pdb["spec"]["selector"]),
         &gateway["spec"]["template"]["metadata"]["labels"]
     ));
-    // One writer.
-    let users = manifests.get("StatefulSet", "user-service");
-    assert_eq!(users["spec"]["replicas"], 1, "SQLite has one writer");
+    match manifests.find("StatefulSet", "user-service") {
+        // SQLite: one writer.
+        Some(users) => {
+            assert_eq!(users["spec"]["replicas"], 1, "SQLite has one writer");
+            assert!(manifests.find("Deployment", "user-service").is_none());
+        }
+        None => postgres_user_service(manifests, &secrets, variant),
+    }
+}
+
+/// The user-service on PostgreSQL (components/postgres): several replicas with a
+/// disruption budget and anti-affinity, the database URL from the Secret
+/// CloudNativePG writes for the Cluster, the gateways sent to the headless Service.
+fn postgres_user_service(manifests: &Manifests, secrets: &TestSecrets, variant: &str) {
+    let users = manifests.get("Deployment", "user-service");
+    let labels = &users["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        users["spec"]["replicas"].as_u64().unwrap() >= 3,
+        "{variant}: three user-services"
+    );
+    let pdb = manifests.get("PodDisruptionBudget", "user-service");
+    assert!(selects(&match_labels(&pdb["spec"]["selector"]), labels));
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let anti = &users["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+    let terms: Vec<&Value> = ["requiredDuringSchedulingIgnoredDuringExecution"]
+        .iter()
+        .flat_map(|f| anti[f].as_array().into_iter().flatten())
+        .chain(
+            anti["preferredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| &t["podAffinityTerm"]),
+        )
+        .collect();
+    assert!(
+        terms
+            .iter()
+            .any(|t| t["topologyKey"] == "kubernetes.io/hostname"
+                && selects(&match_labels(&t["labelSelector"]), labels)),
+        "{variant}: the user-service replicas keep apart by node"
+    );
+    // DATABASE_URL from the Secret CloudNativePG makes for the Cluster's owner:
+    // <cluster>-app, key uri.
+    let container = manifests.container("user-service");
+    let url = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "DATABASE_URL")
+        .expect("DATABASE_URL is set");
+    let from = &url["valueFrom"]["secretKeyRef"];
+    let cluster = manifests
+        .of_kind("Cluster")
+        .next()
+        .expect("a CloudNativePG Cluster");
+    assert_eq!(cluster["apiVersion"], "postgresql.cnpg.io/v1");
+    assert_eq!(
+        from["name"].as_str().unwrap(),
+        format!("{}-app", cluster["metadata"]["name"].as_str().unwrap()),
+        "DATABASE_URL comes from the Cluster's app Secret"
+    );
+    assert_eq!(from["key"], "uri");
+    assert!(
+        manifests
+            .find("Secret", from["name"].as_str().unwrap())
+            .is_none(),
+        "the database's Secret is not committed"
+    );
+    assert!(cluster["spec"]["instances"].as_u64().unwrap() >= 2);
+    assert!(cluster["spec"]["bootstrap"]["initdb"]["owner"].is_string());
+    assert!(cluster["spec"]["bootstrap"]["initdb"]["database"].is_string());
+    // The gateways resolve the headless Service to every replica.
+    let environment =
+        manifests.environment(manifests.container("gateway"), &|s, k| secrets.get(s, k));
+    let url = &environment["USER_SERVICE_URL"];
+    assert!(url.starts_with("http://") && !url.contains(','), "{url}");
+    let (service, _) = manifests.service_of_url(url).unwrap();
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "{variant}: USER_SERVICE_URL={url} is not a headless Service"
+    );
 }
 
 #[test]
 fn probes_and_scrape_ports_are_ports_the_containers_declare() {
-    let manifests = Manifests::load();
+    for variant in variants() {
+        probes_and_scrape_ports_in(&variant.manifests);
+    }
+}
+
+fn probes_and_scrape_ports_in(manifests: &Manifests) {
     for workload in manifests.workloads() {
         let name = workload["metadata"]["name"].as_str().unwrap();
         let template = &workload["spec"]["template"];
@@ -225,7 +437,12 @@ fn probes_and_scrape_ports_are_ports_the_containers_declare() {
 
 #[test]
 fn config_map_and_secret_references_resolve() {
-    let manifests = Manifests::load();
+    for variant in variants() {
+        references_resolve_in(&variant.manifests);
+    }
+}
+
+fn references_resolve_in(manifests: &Manifests) {
     for workload in manifests.workloads() {
         for container in workload["spec"]["template"]["spec"]["containers"]
             .as_array()
@@ -238,29 +455,25 @@ fn config_map_and_secret_references_resolve() {
             });
         }
     }
-    // The placeholders are not keys: the JWT one is too short for HS256, so a
-    // gateway started with it refuses to start (checked below).
-    let jwt = manifests.secret_value("users-secrets", "jwt-secret");
-    assert!(jwt.contains("CHANGE-ME") && jwt.len() < 32, "{jwt}");
-    let token = manifests.secret_value("users-secrets", "service-token");
-    assert!(token.contains("CHANGE-ME"), "{token}");
 }
 
 #[test]
 fn every_variable_set_is_one_the_binary_accepts() {
-    let manifests = Manifests::load();
-    let secrets = TestSecrets::new(&manifests);
     let mut refused = Vec::new();
     for name in OUR_WORKLOADS {
         let accepted = manifests::accepted_variables(name);
-        let environment =
-            manifests.environment(manifests.container(name), &|s, k| secrets.get(s, k));
-        for variable in environment.keys() {
-            if !accepted.contains(variable) {
-                refused.push(format!("{name}: {variable}"));
+        for variant in variants() {
+            let manifests = &variant.manifests;
+            let secrets = TestSecrets::new(manifests);
+            let environment =
+                manifests.environment(manifests.container(name), &|s, k| secrets.get(s, k));
+            for variable in environment.keys() {
+                if !accepted.contains(variable) {
+                    refused.push(format!("{}: {name}: {variable}", variant.name));
+                }
             }
+            assert_eq!(environment["LOG_FORMAT"], "json", "{name} logs JSON");
         }
-        assert_eq!(environment["LOG_FORMAT"], "json", "{name} logs JSON");
     }
     assert!(
         refused.is_empty(),
