@@ -1,10 +1,16 @@
-//! The Kubernetes manifests of `deploy/k8s`, read as the cluster would get them
-//! (the files its kustomization lists; it transforms nothing), and the binaries
-//! started with a container's environment exactly as a manifest sets it: the
-//! ConfigMap keys (envFrom, configMapKeyRef), the Secret keys replaced by test
-//! values, and only the addresses that point into the cluster rewritten to this
-//! machine (listen addresses to 127.0.0.1, the database to a temporary file, Redis
-//! and the user-service to the test's own).
+//! The Kubernetes manifests of `deploy/`, read as the cluster would get them: the
+//! base (`deploy/k8s`), an overlay (`deploy/overlays/…`) or the base with
+//! components (`deploy/components/…`), built the way kustomize builds them for the
+//! little the kustomizations do (scripts/validate-manifests refuses more): files
+//! listed, ConfigMaps and Secrets generated from env files and literals (names kept
+//! without kustomize's hash suffix, as the files refer to them), whole resources
+//! deleted or patched (maps merged, lists of named objects merged by name, other
+//! lists replaced), images set. And the binaries started with a container's
+//! environment exactly as a manifest sets it: the ConfigMap keys (envFrom,
+//! configMapKeyRef), the Secret keys replaced by test values, and only the
+//! addresses that point into the cluster rewritten to this machine (listen
+//! addresses to 127.0.0.1, the database to a temporary file, Redis and the
+//! user-service to the test's own).
 
 use std::{
     collections::BTreeMap,
@@ -14,7 +20,7 @@ use std::{
 };
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use test_support::Redis;
 
@@ -24,39 +30,217 @@ use crate::{
     services::UserService,
 };
 
-/// `deploy/k8s` in the workspace.
-pub fn k8s_dir() -> PathBuf {
+/// `deploy/` in the workspace.
+pub fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ sits in the workspace")
-        .join("deploy/k8s")
+        .join("deploy")
 }
 
-/// Every resource of the kustomization, in file order.
+/// `deploy/k8s` in the workspace: the base.
+pub fn k8s_dir() -> PathBuf {
+    deploy_dir().join("k8s")
+}
+
+/// Secrets the manifests use but do not make, with the keys they use: made in the
+/// cluster by someone else, never committed. `users-db-app` is written by
+/// CloudNativePG for the Cluster of `deploy/components/postgres` (or by the
+/// operator, for a managed PostgreSQL).
+pub const EXTERNAL_SECRETS: [(&str, &[&str]); 1] = [("users-db-app", &["uri"])];
+
+/// Every resource of a kustomization, in the order built.
 pub struct Manifests {
     /// Each resource as JSON, as the API server would receive it.
     pub resources: Vec<Value>,
-    /// The files the kustomization lists.
+    /// The files the base kustomization lists.
     pub files: Vec<String>,
 }
 
 impl Manifests {
-    /// Reads `deploy/k8s/kustomization.yaml` and every file it lists.
+    /// The base, `deploy/k8s`.
     pub fn load() -> Manifests {
-        let dir = k8s_dir();
-        let kustomization = parse_yaml(&dir.join("kustomization.yaml"));
-        assert_eq!(kustomization.len(), 1, "kustomization.yaml is one document");
-        let files: Vec<String> = kustomization[0]["resources"]
-            .as_array()
-            .expect("kustomization.yaml lists resources")
+        Manifests::build(&k8s_dir())
+    }
+
+    /// The overlay `deploy/overlays/<name>`.
+    pub fn overlay(name: &str) -> Manifests {
+        Manifests::build(&deploy_dir().join("overlays").join(name))
+    }
+
+    /// The base with the components `deploy/components/<name>` applied in order.
+    pub fn with_components(names: &[&str]) -> Manifests {
+        let mut manifests = Manifests::load();
+        for name in names {
+            manifests.apply_component(&deploy_dir().join("components").join(name));
+        }
+        manifests
+    }
+
+    /// The base with every component of `deploy/components` applied.
+    pub fn with_every_component() -> Manifests {
+        let names = component_names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Manifests::with_components(&names)
+    }
+
+    /// Builds the kustomization in `dir`.
+    fn build(dir: &Path) -> Manifests {
+        let kustomization = kustomization(dir);
+        assert_eq!(kustomization["kind"], "Kustomization", "{}", dir.display());
+        let mut manifests = Manifests {
+            resources: Vec::new(),
+            files: Vec::new(),
+        };
+        for entry in strings(&kustomization["resources"]) {
+            let path = dir.join(&entry);
+            if path.is_dir() {
+                let base = Manifests::build(&path);
+                manifests.resources.extend(base.resources);
+                manifests.files = base.files;
+            } else {
+                manifests.resources.extend(parse_yaml(&path));
+                manifests.files.push(entry);
+            }
+        }
+        manifests.generate(dir, &kustomization);
+        for component in strings(&kustomization["components"]) {
+            manifests.apply_component(&dir.join(component));
+        }
+        manifests.set_images(&kustomization["images"]);
+        manifests
+    }
+
+    /// Applies the Component in `dir`: its resources, its generators, its patches.
+    fn apply_component(&mut self, dir: &Path) {
+        let component = kustomization(dir);
+        assert_eq!(component["kind"], "Component", "{}", dir.display());
+        for file in strings(&component["resources"]) {
+            self.resources.extend(parse_yaml(&dir.join(file)));
+        }
+        self.generate(dir, &component);
+        for patch in component["patches"].as_array().into_iter().flatten() {
+            let path = patch["path"].as_str().expect("a patch is a file (path:)");
+            for patch in parse_yaml(&dir.join(path)) {
+                self.patch(&patch);
+            }
+        }
+    }
+
+    /// The ConfigMaps and Secrets of a kustomization's generators (`create`, or
+    /// `merge` into one generated before). A Secret's env file is read from its
+    /// committed `.example`: the real one is the operator's, never the tests'.
+    fn generate(&mut self, dir: &Path, kustomization: &Value) {
+        for (field, kind) in [
+            ("configMapGenerator", "ConfigMap"),
+            ("secretGenerator", "Secret"),
+        ] {
+            for generator in kustomization[field].as_array().into_iter().flatten() {
+                let name = generator["name"].as_str().expect("a generator has a name");
+                let mut data = Map::new();
+                for file in strings(&generator["envs"]) {
+                    let path = dir.join(&file);
+                    let path = if kind == "Secret" {
+                        dir.join(format!("{file}.example"))
+                    } else {
+                        path
+                    };
+                    for (key, value) in env_file(&path) {
+                        data.insert(key, Value::String(value));
+                    }
+                }
+                for file in strings(&generator["files"]) {
+                    let text = std::fs::read_to_string(dir.join(&file))
+                        .unwrap_or_else(|e| panic!("reading {file}: {e}"));
+                    data.insert(file, Value::String(text));
+                }
+                for literal in strings(&generator["literals"]) {
+                    let (key, value) = literal.split_once('=').expect("KEY=VALUE");
+                    data.insert(key.to_owned(), Value::String(value.to_owned()));
+                }
+                let field = if kind == "Secret" {
+                    "stringData"
+                } else {
+                    "data"
+                };
+                match generator["behavior"].as_str().unwrap_or("create") {
+                    "create" => {
+                        assert!(
+                            self.find(kind, name).is_none(),
+                            "{kind}/{name} generated twice"
+                        );
+                        let mut resource = json!({
+                            "apiVersion": "v1",
+                            "kind": kind,
+                            "metadata": {"name": name, "namespace": generator["namespace"]},
+                        });
+                        resource[field] = Value::Object(data);
+                        if let Some(labels) = generator["options"].get("labels") {
+                            resource["metadata"]["labels"] = labels.clone();
+                        }
+                        if kind == "Secret" {
+                            resource["type"] = generator["type"].clone();
+                        }
+                        self.resources.push(resource);
+                    }
+                    "merge" => {
+                        let target = self
+                            .resources
+                            .iter_mut()
+                            .find(|r| r["kind"] == kind && r["metadata"]["name"] == name)
+                            .unwrap_or_else(|| panic!("merge into {kind}/{name}, never generated"));
+                        let map = target[field].as_object_mut().expect("generated data");
+                        map.extend(data);
+                    }
+                    other => panic!("a generator behavior this test does not follow: {other}"),
+                }
+            }
+        }
+    }
+
+    /// Applies one patch: `$patch: delete` removes the resource it names, anything
+    /// else merges into it (strategic merge for the cases used here).
+    fn patch(&mut self, patch: &Value) {
+        let (kind, name) = (&patch["kind"], &patch["metadata"]["name"]);
+        let index = self
+            .resources
             .iter()
-            .map(|file| file.as_str().expect("a file name").to_owned())
-            .collect();
-        let resources = files
-            .iter()
-            .flat_map(|file| parse_yaml(&dir.join(file)))
-            .collect();
-        Manifests { resources, files }
+            .position(|r| r["kind"] == *kind && r["metadata"]["name"] == *name)
+            .unwrap_or_else(|| panic!("a patch for {kind}/{name}, which is not there"));
+        if patch["$patch"] == "delete" {
+            self.resources.remove(index);
+        } else {
+            merge(&mut self.resources[index], patch);
+        }
+    }
+
+    /// Sets the images as kustomize's `images` does (name → newName, newTag, digest).
+    fn set_images(&mut self, images: &Value) {
+        for image in images.as_array().into_iter().flatten() {
+            let name = image["name"].as_str().expect("an image name");
+            for resource in &mut self.resources {
+                let Some(pod) = resource.pointer_mut("/spec/template/spec") else {
+                    continue;
+                };
+                for field in ["containers", "initContainers"] {
+                    let containers = pod.get_mut(field).and_then(Value::as_array_mut);
+                    for container in containers.into_iter().flatten() {
+                        let current = container["image"].as_str().unwrap_or_default();
+                        let (current_name, _) = split_image(current);
+                        if current_name != name {
+                            continue;
+                        }
+                        let new_name = image["newName"].as_str().unwrap_or(name);
+                        let reference = match (image["digest"].as_str(), image["newTag"].as_str()) {
+                            (Some(digest), _) => format!("{new_name}@{digest}"),
+                            (None, Some(tag)) => format!("{new_name}:{tag}"),
+                            (None, None) => format!("{new_name}{}", &current[current_name.len()..]),
+                        };
+                        container["image"] = Value::String(reference);
+                    }
+                }
+            }
+        }
     }
 
     /// The resources of one kind.
@@ -158,8 +342,14 @@ impl Manifests {
         environment
     }
 
-    /// The keys of the Secret `name` (from `data` and `stringData`).
+    /// The keys of the Secret `name` (from `data` and `stringData`), or of one of
+    /// the [`EXTERNAL_SECRETS`].
     pub fn secret_keys(&self, name: &str) -> Vec<String> {
+        if self.find("Secret", name).is_none()
+            && let Some((_, keys)) = EXTERNAL_SECRETS.iter().find(|(n, _)| *n == name)
+        {
+            return keys.iter().map(|k| (*k).to_owned()).collect();
+        }
         let secret = self.get("Secret", name);
         ["data", "stringData"]
             .iter()
@@ -191,6 +381,98 @@ impl Manifests {
             .any(|p| p["port"].as_u64() == Some(port));
         Some((service, listed))
     }
+}
+
+/// The kustomization (or Component) in `dir`.
+fn kustomization(dir: &Path) -> Value {
+    let mut documents = parse_yaml(&dir.join("kustomization.yaml"));
+    assert_eq!(documents.len(), 1, "{}: one document", dir.display());
+    documents.remove(0)
+}
+
+/// The names of the components in `deploy/components`, sorted.
+pub fn component_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(deploy_dir().join("components"))
+        .expect("deploy/components")
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.path().is_dir())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A list of strings in a kustomization (absent: none).
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+/// The `KEY=VALUE` lines of an env file as kustomize reads them: `#` comments and
+/// blank lines skipped, the value taken literally (quotes and all).
+pub fn env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{}: not KEY=VALUE: {line}", path.display()));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// Strategic merge as kustomize does it for what the components patch: maps merge
+/// key by key, lists of objects that all have a `name` merge by name, any other
+/// list is replaced whole.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match target.get_mut(key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        target.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(target), Value::Array(patch))
+            if !patch.is_empty()
+                && patch
+                    .iter()
+                    .chain(target.iter())
+                    .all(|v| v["name"].is_string()) =>
+        {
+            for item in patch {
+                match target.iter_mut().find(|t| t["name"] == item["name"]) {
+                    Some(slot) => merge(slot, item),
+                    None => target.push(item.clone()),
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+/// An image reference's name and the rest (`:tag`, `@digest`).
+fn split_image(image: &str) -> (&str, &str) {
+    let end = image
+        .find('@')
+        .or_else(|| {
+            image
+                .rfind(':')
+                .filter(|colon| !image[*colon..].contains('/'))
+        })
+        .unwrap_or(image.len());
+    image.split_at(end)
 }
 
 /// Parses every document of a YAML file into JSON values (empty ones skipped).
@@ -307,14 +589,22 @@ pub struct TestSecrets {
 }
 
 impl TestSecrets {
-    /// A fresh random value for every key of every Secret in `manifests`, so no
-    /// test leans on the placeholders the repository ships.
+    /// A fresh random value for every key of every Secret in `manifests` (and of
+    /// the [`EXTERNAL_SECRETS`]), so no test leans on the placeholders the
+    /// repository ships.
     pub fn new(manifests: &Manifests) -> TestSecrets {
         let mut values = BTreeMap::new();
         for secret in manifests.of_kind("Secret") {
             let name = secret["metadata"]["name"].as_str().expect("a name");
             for key in manifests.secret_keys(name) {
                 values.insert((name.to_owned(), key), credentials::random_secret());
+            }
+        }
+        for (name, keys) in EXTERNAL_SECRETS {
+            for key in keys {
+                values
+                    .entry((name.to_owned(), (*key).to_owned()))
+                    .or_insert_with(credentials::random_secret);
             }
         }
         TestSecrets { values }

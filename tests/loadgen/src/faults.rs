@@ -20,6 +20,9 @@ pub struct Faults {
     /// Send the Nth frame after the one that follows it.
     #[arg(long)]
     pub swap: Option<u64>,
+    /// The socket gets every user's updates even when filtered (`?users=`).
+    #[arg(long)]
+    pub fault_unfiltered: bool,
 }
 
 /// Applies [`Faults`] to a socket's frames as they pass.
@@ -84,6 +87,7 @@ mod tests {
             drop_every: Some(4),
             duplicate: Some(2),
             swap: Some(5),
+            fault_unfiltered: false,
         };
         assert_eq!(
             numbered(faults, 9),

@@ -4,9 +4,16 @@
 //! gRPC), sends the gateway's `hello`, and broadcasts the gateway's
 //! `user_update` frame, encoded once and shared by every socket. Optional faults
 //! (drop, duplicate, swap) on one socket let the load generator test itself.
+//!
+//! It also takes `?users=1,2` (a filtered socket: `hello` with `users`, only
+//! those users' updates) and `presence` messages (the whole member list to every
+//! filtered follower of the user at once: no coalescing, no rate limit, no
+//! checks beyond the JSON shape). A filtered socket still wakes for every event
+//! and drops the others, so this is a correctness reference for `subscribers`
+//! and `presence`, not a floor for the cost of many filtered sockets.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     io,
     net::SocketAddr,
     sync::{
@@ -26,7 +33,7 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_tungstenite::tungstenite::{
-    Message,
+    Message, Utf8Bytes,
     handshake::server::{ErrorResponse, Request, Response},
     protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode},
 };
@@ -116,15 +123,26 @@ impl Drop for Floor {
 struct State {
     epoch: String,
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Message>,
+    tx: broadcast::Sender<Out>,
     sockets: AtomicUsize,
     faults: Faults,
+}
+
+/// A frame for the sockets: about which user, and whether it is presence
+/// (which unfiltered sockets do not get).
+#[derive(Clone, Debug)]
+struct Out {
+    user: i64,
+    presence: bool,
+    frame: Message,
 }
 
 #[derive(Default)]
 struct Inner {
     seq: u64,
     users: HashMap<i64, User>,
+    /// Presence: user → socket id → meta.
+    presence: HashMap<i64, BTreeMap<String, Value>>,
 }
 
 struct User {
@@ -200,10 +218,85 @@ impl State {
                 "data": {"action": "update", "user": user_json(id, user), "changed": changed},
             });
             // Sent under the lock, so frames leave in seq order. No socket: no error.
-            let _ = self.tx.send(Message::text(frame.to_string()));
+            let _ = self.tx.send(Out {
+                user: id,
+                presence: false,
+                frame: Message::text(frame.to_string()),
+            });
         }
         ("200 OK", user_json(id, user).to_string())
     }
+}
+
+impl State {
+    /// The presence frame of `user` as `inner` has it.
+    fn presence_frame(inner: &Inner, user: i64) -> Message {
+        let members: Vec<Value> = inner
+            .presence
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .map(|(id, meta)| json!({"id": id, "sub": null, "meta": meta}))
+            .collect();
+        Message::text(json!({"type": "presence", "user": user, "members": members}).to_string())
+    }
+
+    /// Sets (`Some`) or removes socket `id`'s presence for `user`, and tells the
+    /// user's followers when that changed something.
+    fn set_presence(&self, user: i64, id: &str, meta: Option<Value>) {
+        let mut inner = self.inner.lock().expect("floor state");
+        let members = inner.presence.entry(user).or_default();
+        let changed = match meta {
+            Some(meta) => members.insert(id.to_owned(), meta.clone()) != Some(meta),
+            None => members.remove(id).is_some(),
+        };
+        if changed {
+            let frame = Self::presence_frame(&inner, user);
+            let _ = self.tx.send(Out {
+                user,
+                presence: true,
+                frame,
+            });
+        }
+    }
+
+    /// Answers one message from filtered socket `id` following `users`: presence
+    /// joins, updates or leaves (`meta: null`); anything else gets an `error`.
+    fn on_message(&self, id: &str, users: Option<&BTreeSet<i64>>, text: &str) -> Option<String> {
+        let message: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let user = message["user"].as_i64();
+        match (message["type"].as_str(), user, &message["meta"]) {
+            (Some("ping"), _, _) => Some(r#"{"type":"pong"}"#.into()),
+            (Some("presence"), Some(user), meta @ (Value::Object(_) | Value::Null))
+                if users.is_some_and(|u| u.contains(&user)) =>
+            {
+                self.set_presence(user, id, (!meta.is_null()).then(|| meta.clone()));
+                None
+            }
+            _ => Some(r#"{"type":"error","detail":"the floor does not do that"}"#.into()),
+        }
+    }
+}
+
+/// The users of a `users=1,2` query (`None` without `users`; a bad value is an
+/// error, as the gateway's 400).
+fn query_users(query: Option<&str>) -> Result<Option<BTreeSet<i64>>, String> {
+    let Some(value) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("users="))
+    else {
+        return Ok(None);
+    };
+    value
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(|id| match id.parse::<i64>() {
+            Ok(id) if id > 0 => Ok(id),
+            _ => Err(format!("bad user id {id:?}")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// One connection: a WebSocket upgrade to the feed, or keep-alive REST.
@@ -218,7 +311,7 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
         }
     }
     if &head == b"GET /ws/" {
-        let _ = serve_socket(stream, &state).await;
+        let _ = serve_socket(stream, state).await;
     } else {
         let _ = serve_rest(stream, &state).await;
     }
@@ -267,12 +360,22 @@ async fn serve_rest(mut stream: TcpStream, state: &State) -> io::Result<()> {
 
 /// One feed socket: `hello`, then every broadcast frame, batched into as few
 /// writes as the backlog allows.
-async fn serve_socket(stream: TcpStream, state: &State) -> anyhow::Result<()> {
+async fn serve_socket(stream: TcpStream, state: Arc<State>) -> anyhow::Result<()> {
+    let mut users = None;
     // The signature is tungstenite's handshake callback; its error is a response.
     #[allow(clippy::result_large_err)]
     let check_path =
         |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
             if request.uri().path().trim_end_matches('/') == "/ws/user-updates" {
+                match query_users(request.uri().query()) {
+                    Ok(set) => users = set,
+                    Err(detail) => {
+                        let body = json!({ "detail": detail }).to_string();
+                        let mut refusal = ErrorResponse::new(Some(body));
+                        *refusal.status_mut() = http::StatusCode::BAD_REQUEST;
+                        return Err(refusal);
+                    }
+                }
                 // A client offering a token as the gateway wants it (`bearer, <token>`)
                 // expects `bearer` back; the floor checks nothing.
                 let protocols = request.headers().get(http::header::SEC_WEBSOCKET_PROTOCOL);
@@ -296,42 +399,81 @@ async fn serve_socket(stream: TcpStream, state: &State) -> anyhow::Result<()> {
         .max_message_size(Some(64 << 10));
     let socket =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config)).await?;
-    let (mut rx, hello) = {
-        let inner = state.inner.lock().expect("floor state");
-        let hello = json!({"type": "hello", "seq": inner.seq, "epoch": state.epoch});
-        (state.tx.subscribe(), hello.to_string())
-    };
     let ordinal = state.sockets.fetch_add(1, Ordering::Relaxed);
+    let id = format!("floor-{ordinal}");
+    // `hello`, then (filtered) each followed user's presence, then events.
+    let (mut rx, mut first) = {
+        let inner = state.inner.lock().expect("floor state");
+        let mut hello = json!({"type": "hello", "seq": inner.seq, "epoch": state.epoch});
+        if let Some(users) = &users {
+            hello["users"] = json!(users);
+        }
+        let mut first = vec![Message::text(hello.to_string())];
+        for &user in users.iter().flatten() {
+            first.push(State::presence_frame(&inner, user));
+        }
+        (state.tx.subscribe(), first)
+    };
     let mut faults = FaultState::new(if ordinal == state.faults.fault_socket {
         state.faults
     } else {
         Faults::default()
     });
     let (mut sink, mut source) = socket.split();
-    sink.send(Message::text(hello)).await?;
-    // Read (and discard) what the client sends, to see it close.
+    for frame in first.drain(..) {
+        sink.feed(frame).await?;
+    }
+    sink.flush().await?;
+    // Read what the client sends (presence; answers go out with the events), to
+    // see it close.
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<Utf8Bytes>();
+    let reader_state = state.clone();
+    let (reader_id, reader_users) = (id.clone(), users.clone());
     let mut reader = tokio::spawn(async move {
         while let Some(Ok(message)) = source.next().await {
-            if message.is_close() {
-                break;
+            match message {
+                Message::Close(_) => break,
+                Message::Text(text) => {
+                    if let Some(answer) =
+                        reader_state.on_message(&reader_id, reader_users.as_ref(), &text)
+                    {
+                        let _ = answers_tx.send(answer.into());
+                    }
+                }
+                _ => {}
             }
         }
     });
+    // Only the faults socket ignores its filter, with --fault-unfiltered.
+    let filter = users
+        .clone()
+        .filter(|_| !(ordinal == state.faults.fault_socket && state.faults.fault_unfiltered));
+    let wanted = |out: &Out| match &filter {
+        Some(users) => users.contains(&out.user),
+        None => !out.presence,
+    };
     let mut batch = Vec::new();
     let result = loop {
         let first = tokio::select! {
             received = rx.recv() => received,
+            // An answer to the client goes out with whatever events are ready
+            // (`Lagged(0)` stands for "no event yet", not a real lag).
+            Some(answer) = answers.recv() => {
+                batch.push(Message::Text(answer));
+                Err(RecvError::Lagged(0))
+            }
             _ = &mut reader => break Ok(()),
         };
-        let mut lagged = matches!(first, Err(RecvError::Lagged(_)));
+        let mut lagged = matches!(first, Err(RecvError::Lagged(n)) if n > 0);
         match first {
-            Ok(frame) => faults.apply(frame, &mut batch),
-            Err(RecvError::Lagged(_)) => {}
+            Ok(out) if wanted(&out) => apply(&mut faults, out, &mut batch),
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => break Ok(()),
         }
         while !lagged && batch.len() < 64 {
             match rx.try_recv() {
-                Ok(frame) => faults.apply(frame, &mut batch),
+                Ok(out) if wanted(&out) => apply(&mut faults, out, &mut batch),
+                Ok(_) => {}
                 Err(TryRecvError::Lagged(_)) => lagged = true,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
@@ -352,7 +494,21 @@ async fn serve_socket(stream: TcpStream, state: &State) -> anyhow::Result<()> {
         sink.flush().await?;
     };
     reader.abort();
+    // A closed socket leaves every presence it had.
+    for &user in users.iter().flatten() {
+        state.set_presence(user, &id, None);
+    }
     result
+}
+
+/// Updates go through the socket's faults; presence frames do not (the faults
+/// count `user_update` frames).
+fn apply(faults: &mut FaultState, out: Out, batch: &mut Vec<Message>) {
+    if out.presence {
+        batch.push(out.frame);
+    } else {
+        faults.apply(out.frame, batch);
+    }
 }
 
 #[cfg(test)]
@@ -376,7 +532,7 @@ mod tests {
             (user["id"].as_i64(), user["version"].as_u64()),
             (Some(3), Some(2))
         );
-        let frame = rx.try_recv().unwrap();
+        let frame = rx.try_recv().unwrap().frame;
         let text = frame.to_text().unwrap();
         assert!(text.starts_with(r#"{"type":"user_update","seq":1,"epoch":"e","data":{"action":"update","user":{"id":3,"first_name":"Ada""#), "{text}");
         assert!(text.ends_with(r#""changed":["first_name"]}}"#), "{text}");

@@ -32,6 +32,36 @@ pub fn parse(text: &str) -> Option<Frame<'_>> {
     scan(text).or_else(|| parse_json(text))
 }
 
+/// The user id of a `user_update` frame (`data.user.id`), for the
+/// per-user subscription checks; `None` when the frame has none. The gateway's
+/// and the floor's compact form (`"user":{"id":N,`) is scanned; anything else
+/// is parsed.
+pub fn update_user_id(text: &str) -> Option<i64> {
+    const USER_ID: &str = r#""user":{"id":"#;
+    if text.starts_with(r#"{"type":"user_update","#)
+        && let Some(at) = text.find(USER_ID)
+        && let Some(id) = text[at + USER_ID.len()..]
+            .find([',', '}'])
+            .and_then(|end| text[at + USER_ID.len()..][..end].parse().ok())
+    {
+        return Some(id);
+    }
+    #[derive(Deserialize)]
+    struct Raw {
+        data: Option<Data>,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        user: Option<User>,
+    }
+    #[derive(Deserialize)]
+    struct User {
+        id: Option<i64>,
+    }
+    let raw: Raw = serde_json::from_str(text).ok()?;
+    raw.data?.user?.id
+}
+
 /// The fast path: the compact form the gateway and the floor write.
 fn scan(text: &str) -> Option<Frame<'_>> {
     const UPDATE: &str = r#"{"type":"user_update","seq":"#;
@@ -146,6 +176,15 @@ mod tests {
     fn a_quoted_key_inside_a_value_is_not_a_key() {
         let sneaky = r#"{"type":"user_update","seq":6,"data":{"user":{"last_name":"x\"first_name\":\"evil","first_name":"real"}}}"#;
         assert_eq!(parse(sneaky), Some(update(6, "real")));
+    }
+
+    #[test]
+    fn the_user_id_of_an_update() {
+        assert_eq!(update_user_id(GATEWAY_FRAME), Some(7));
+        let pretty = r#"{ "type": "user_update", "seq": 3, "data": { "user": { "first_name": "x", "id": 12 } } }"#;
+        assert_eq!(update_user_id(pretty), Some(12));
+        assert_eq!(update_user_id(r#"{"type":"hello","seq":1}"#), None);
+        assert_eq!(update_user_id("nope"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{io::Write, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use loadgen::{connect, fanout, floor, report, rest, sys};
+use loadgen::{connect, fanout, floor, merge, presence, report, rest, subscribers, sys, users};
 use serde_json::json;
 
 /// Load generator for the users service (REST, WebSocket fan-out, connections)
@@ -36,6 +36,20 @@ enum Command {
     /// Serves the minimal broadcast server (in-memory PATCH, same frames) until
     /// Ctrl-C or SIGTERM, to measure the floor beside the real stack.
     Floor(floor::FloorArgs),
+    /// N sockets, each filtered to its own user (`?users=<id>`), over several
+    /// gateways and source addresses, while PATCHes go to random users of the
+    /// slice: time to connect, exact delivery (lost, misdelivered, duplicated),
+    /// latency, the gateways' RSS per socket and CPU.
+    Subscribers(subscribers::SubscribersArgs),
+    /// U users with two windows each toggling presence `typing` once a period:
+    /// latency until the other window sees it, presence frames received.
+    Presence(presence::PresenceArgs),
+    /// Creates N users through the REST API, concurrently, and reports their ids
+    /// (the range `subscribers` and `presence` follow).
+    CreateUsers(users::CreateUsersArgs),
+    /// Merges several processes' SUMMARY lines of one `subscribers` or
+    /// `presence` run into one (counts summed, histograms merged).
+    Merge(merge::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +91,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Connect(args) => {
             let report = connect::run(&args).await?;
             (report.human(), report.summary())
+        }
+        Command::Subscribers(args) => {
+            let report = subscribers::run(&args).await?;
+            (report.human(), report.summary())
+        }
+        Command::Presence(args) => {
+            let report = presence::run(&args).await?;
+            (report.human(), report.summary())
+        }
+        Command::CreateUsers(args) => {
+            let report = users::run(&args).await?;
+            (report.human(), report.summary())
+        }
+        Command::Merge(args) => {
+            let merged = merge::run(&args)?;
+            (
+                merge::human(&merged),
+                format!("{}{merged}", report::SUMMARY_PREFIX),
+            )
         }
         Command::Floor(args) => {
             let floor = floor::Floor::start(&args).await?;

@@ -88,6 +88,35 @@ impl Latency {
     }
 }
 
+/// A histogram as JSON, so several processes' runs can be merged exactly:
+/// `[[value_us, count], …]`, one pair per non-empty bucket (the bucket's highest
+/// equivalent value), in increasing order. Recording each pair back into a
+/// [`histogram`] restores the same buckets.
+pub fn histogram_json(histogram: &Histogram<u64>) -> Value {
+    Value::Array(
+        histogram
+            .iter_recorded()
+            .map(|v| json!([v.value_iterated_to(), v.count_at_value()]))
+            .collect(),
+    )
+}
+
+/// Adds a histogram written by [`histogram_json`] into `into`; an error names
+/// what is not a `[value, count]` pair.
+pub fn add_histogram_json(into: &mut Histogram<u64>, json: &Value) -> Result<(), String> {
+    let pairs = json.as_array().ok_or("a histogram is an array of pairs")?;
+    for pair in pairs {
+        let (Some(value), Some(count)) = (
+            pair.get(0).and_then(Value::as_u64),
+            pair.get(1).and_then(Value::as_u64),
+        ) else {
+            return Err(format!("not a [value, count] pair: {pair}"));
+        };
+        into.saturating_record_n(value.max(1), count);
+    }
+    Ok(())
+}
+
 /// Microseconds as milliseconds with three decimals.
 pub fn ms(micros: u64) -> f64 {
     round3(micros as f64 / 1e3)
@@ -223,6 +252,28 @@ mod tests {
         assert_eq!(json["results"]["rps"], 2.5);
         let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["scenario", "target", "params", "results"]);
+    }
+
+    #[test]
+    fn histograms_round_trip_through_json_and_merge() {
+        let (mut a, mut b) = (histogram(), histogram());
+        for micros in [1, 2, 950, 1_000, 1_234, 55_555, 7_000_000] {
+            a.record(micros).unwrap();
+        }
+        for micros in [3, 1_234, 99_999] {
+            b.record_n(micros, 2).unwrap();
+        }
+        let mut back = histogram();
+        add_histogram_json(&mut back, &histogram_json(&a)).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(Latency::of(&back), Latency::of(&a));
+        add_histogram_json(&mut back, &histogram_json(&b)).unwrap();
+        let mut both = a.clone();
+        both.add(&b).unwrap();
+        assert_eq!(Latency::of(&back), Latency::of(&both));
+        assert_eq!(back.len(), 13);
+        assert!(add_histogram_json(&mut back, &json!([[1]])).is_err());
+        assert!(add_histogram_json(&mut back, &json!({"a": 1})).is_err());
     }
 
     #[test]

@@ -101,6 +101,7 @@ async fn a_faulty_floor_is_caught_with_exact_counts() {
         drop_every: Some(5),
         duplicate: Some(3),
         swap: Some(7),
+        ..Faults::default()
     })
     .await;
     // Four updates never come: the drain waits its whole (shorter) bound.

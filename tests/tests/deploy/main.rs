@@ -23,6 +23,32 @@ const GATEWAY_SOURCE_STOP: Duration = Duration::from_secs(2);
 /// The binaries the project builds, by the workload that runs each.
 const OUR_WORKLOADS: [&str; 2] = ["user-service", "gateway"];
 
+/// One way to deploy: the base, an overlay, or the base with every component.
+struct Variant {
+    name: &'static str,
+    manifests: Manifests,
+}
+
+/// Every variant the tests check: the base (SQLite), the PostgreSQL overlay, and
+/// the base with every component of deploy/components (PostgreSQL, monitoring,
+/// Gateway API, socket autoscaling) at once.
+fn variants() -> Vec<Variant> {
+    vec![
+        Variant {
+            name: "deploy/k8s",
+            manifests: Manifests::load(),
+        },
+        Variant {
+            name: "deploy/overlays/postgres",
+            manifests: Manifests::overlay("postgres"),
+        },
+        Variant {
+            name: "deploy/k8s + every component",
+            manifests: Manifests::with_every_component(),
+        },
+    ]
+}
+
 /// A pod as a NetworkPolicy sees it: its namespace's labels, its own labels, and
 /// its containers (for named ports).
 #[derive(Clone, Debug)]
@@ -202,6 +228,7 @@ const PUBLIC_PATHS: [&str; 6] = [
 /// Paths it must not: operators' only.
 const PRIVATE_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
 
+mod metrics;
 mod network;
 mod pods;
 mod running;

@@ -5,14 +5,60 @@ use super::*;
 
 #[test]
 fn network_policies_allow_exactly_the_intended_paths() {
-    let manifests = Manifests::load();
-    let own = namespace_labels(&manifests);
-    let ours = pods(&manifests);
+    for variant in variants() {
+        // The way in: ingress-nginx's pods, or (components/gateway-api) the Gateway
+        // API implementation's proxies.
+        let controller = if variant.manifests.of_kind("HTTPRoute").next().is_some() {
+            outsider(
+                "ingress-controller",
+                "gateway-system",
+                json!({"app.kubernetes.io/name": "envoy"}),
+                json!([]),
+            )
+        } else {
+            outsider(
+                "ingress-controller",
+                "ingress-nginx",
+                json!({"app.kubernetes.io/name": "ingress-nginx"}),
+                json!([]),
+            )
+        };
+        network_in(&variant.manifests, controller);
+    }
+}
+
+/// The pods of a CloudNativePG Cluster, as the operator makes them: labelled
+/// `cnpg.io/cluster: <name>`, PostgreSQL on 5432, the instance manager's status on
+/// 8000, metrics on 9187.
+fn database_pods(manifests: &Manifests, namespace: &Value) -> Vec<Endpoint> {
+    manifests
+        .of_kind("Cluster")
+        .map(|cluster| {
+            let name = cluster["metadata"]["name"].as_str().unwrap();
+            Endpoint {
+                name: name.to_owned(),
+                namespace: namespace.clone(),
+                labels: json!({"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}),
+                containers: vec![json!({"name": "postgres", "ports": [
+                    {"name": "postgresql", "containerPort": 5432},
+                    {"name": "status", "containerPort": 8000},
+                    {"name": "metrics", "containerPort": 9187},
+                ]})],
+            }
+        })
+        .collect()
+}
+
+fn network_in(manifests: &Manifests, ingress_controller: Endpoint) {
+    let own = namespace_labels(manifests);
+    let workloads = pods(manifests);
+    let databases = database_pods(manifests, &own);
+    let ours: Vec<Endpoint> = workloads.iter().chain(&databases).cloned().collect();
     let pod = |name: &str| ours.iter().find(|p| p.name == name).unwrap().clone();
-    let ingress_controller = outsider(
-        "ingress-nginx",
-        "ingress-nginx",
-        json!({"app.kubernetes.io/name": "ingress-nginx"}),
+    let operator = outsider(
+        "cnpg-operator",
+        "cnpg-system",
+        json!({"app.kubernetes.io/name": "cloudnative-pg"}),
         json!([]),
     );
     let prometheus = outsider(
@@ -60,8 +106,8 @@ fn network_policies_allow_exactly_the_intended_paths() {
         }
     }
 
-    let intended: BTreeSet<(&str, &str, &str)> = [
-        ("ingress-nginx", "gateway", "http"),
+    let mut intended: BTreeSet<(&str, &str, &str)> = [
+        ("ingress-controller", "gateway", "http"),
         ("prometheus", "gateway", "http"),
         ("prometheus", "user-service", "metrics"),
         ("gateway", "user-service", "grpc"),
@@ -69,11 +115,31 @@ fn network_policies_allow_exactly_the_intended_paths() {
         ("user-service", "redis", "redis"),
     ]
     .into();
+    for database in &databases {
+        let name = database.name.as_str();
+        intended.extend([
+            ("user-service", name, "postgresql"),
+            ("prometheus", name, "metrics"),
+            ("cnpg-operator", name, "status"),
+            ("cnpg-operator", name, "postgresql"),
+        ]);
+        // Replication and the instance managers, between the instances.
+        for port in ["postgresql", "status"] {
+            assert!(allowed(
+                manifests,
+                database,
+                database,
+                database.port(port),
+                "TCP"
+            ));
+        }
+    }
     let sources: Vec<Endpoint> = ours
         .iter()
         .cloned()
         .chain([
             ingress_controller,
+            operator,
             prometheus.clone(),
             elsewhere.clone(),
             debug.clone(),
@@ -98,7 +164,7 @@ fn network_policies_allow_exactly_the_intended_paths() {
                     }
                     for side in sides {
                         assert_eq!(
-                            allowed_by(&manifests, source, destination, number, "TCP", side),
+                            allowed_by(manifests, source, destination, number, "TCP", side),
                             expected,
                             "{} → {}:{port_name} should be {} ({})",
                             source.name,
@@ -117,12 +183,12 @@ fn network_policies_allow_exactly_the_intended_paths() {
     }
     // Scraping reaches every annotated port; DNS works from every pod, and
     // nothing else leaves the namespace.
-    for destination in &ours {
+    for destination in &workloads {
         let annotations = &manifests.pod_template(&destination.name)["metadata"]["annotations"];
         if let Some(port) = annotations["prometheus.io/port"].as_str() {
             let port: u16 = port.parse().unwrap();
             assert!(
-                allowed(&manifests, &prometheus, destination, port, "TCP"),
+                allowed(manifests, &prometheus, destination, port, "TCP"),
                 "Prometheus cannot scrape {}:{port}",
                 destination.name
             );
@@ -131,14 +197,14 @@ fn network_policies_allow_exactly_the_intended_paths() {
     for source in ours.iter().chain([&debug]) {
         for protocol in ["UDP", "TCP"] {
             assert!(
-                allowed(&manifests, source, &dns, 53, protocol),
+                allowed(manifests, source, &dns, 53, protocol),
                 "{} cannot resolve names over {protocol}",
                 source.name
             );
         }
-        assert!(!allowed(&manifests, source, &dns, 80, "TCP"));
+        assert!(!allowed(manifests, source, &dns, 80, "TCP"));
         assert!(!allowed(
-            &manifests,
+            manifests,
             source,
             &elsewhere,
             elsewhere.port("http"),
@@ -146,7 +212,7 @@ fn network_policies_allow_exactly_the_intended_paths() {
         ));
     }
     assert!(!allowed(
-        &manifests,
+        manifests,
         &pod("redis"),
         &pod("user-service"),
         50051,

