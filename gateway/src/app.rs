@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     config::Config,
@@ -24,7 +24,10 @@ use crate::{
     },
     server::{self, connections::ConnectionLimits},
     state::AppState,
-    upstream::{Credentials, UsersClient},
+    upstream::{
+        Credentials, UsersClient,
+        replicas::{self, Keeper, Replicas, Target},
+    },
     ws::{self, socket::SocketConfig, threads::SocketThreads},
 };
 
@@ -44,6 +47,8 @@ pub struct Application {
     tls: Option<TlsAcceptor>,
     socket_threads: SocketThreads,
     connection_limits: ConnectionLimits,
+    /// Keeps the channels to the healthy user-services, once running.
+    replicas: Keeper,
 }
 
 impl Application {
@@ -59,24 +64,7 @@ impl Application {
             _ => None,
         };
         let listener = bind(&config).with_context(|| format!("binding {}", config.listen))?;
-        let mut endpoint = Endpoint::from_shared(config.user_service_url.clone())
-            .with_context(|| format!("the user-service URL {:?}", config.user_service_url))?
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
-        if config.user_service_url.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(tls::grpc_client(config.user_service_ca.as_deref())?)
-                .context("TLS to the user-service")?;
-        }
-        let rest_channel = endpoint
-            .clone()
-            .timeout(config.request_timeout)
-            .connect_lazy();
-        let watch_channel = endpoint
-            .http2_keep_alive_interval(WATCH_KEEP_ALIVE)
-            .keep_alive_timeout(WATCH_KEEP_ALIVE)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let (rest_channel, watch_channel, replicas) = replicas(&config).await?;
         let (redis, pool) = match &config.redis_url {
             Some(url) => {
                 let client =
@@ -126,6 +114,7 @@ impl Application {
             watch_client: credentials.client(watch_channel),
             redis,
             tls,
+            replicas,
         })
     }
 
@@ -147,9 +136,11 @@ impl Application {
             tls,
             socket_threads,
             connection_limits,
+            replicas,
         } = self;
         let hub = state.hub.clone();
         let stop_source = CancellationToken::new();
+        tokio::spawn(replicas.run(stop_source.clone()));
         let stop_serving = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -266,6 +257,47 @@ impl Application {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// The balanced channels to the user-services (REST, WatchUsers) over every
+/// address of `--user-service-url`, resolved once before this returns, and
+/// the keeper that follows their health and names from then on.
+async fn replicas(config: &Config) -> anyhow::Result<(Channel, Channel, Keeper)> {
+    let targets = replicas::parse_targets(&config.user_service_url).map_err(anyhow::Error::msg)?;
+    let tls = match targets.first() {
+        Some(target) if target.https => Some(tls::grpc_client(config.user_service_ca.as_deref())?),
+        _ => None,
+    };
+    let connect_timeout = config.connect_timeout;
+    let base = Arc::new(
+        move |target: &Target, addr: SocketAddr| -> anyhow::Result<Endpoint> {
+            let mut endpoint = Endpoint::from_shared(replicas::address_url(target, addr))?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true);
+            if let Some(tls) = &tls {
+                // The certificate names the host, not the address it resolved to.
+                endpoint = endpoint
+                    .tls_config(tls.clone().domain_name(target.host.clone()))
+                    .context("TLS to the user-service")?;
+            }
+            Ok(endpoint)
+        },
+    );
+    let request_timeout = config.request_timeout;
+    let rest_base = base.clone();
+    let rest: replicas::MakeEndpoint =
+        Box::new(move |target, addr| Ok(rest_base(target, addr)?.timeout(request_timeout)));
+    let watch: replicas::MakeEndpoint = Box::new(move |target, addr| {
+        Ok(base(target, addr)?
+            .http2_keep_alive_interval(WATCH_KEEP_ALIVE)
+            .keep_alive_timeout(WATCH_KEEP_ALIVE)
+            .keep_alive_while_idle(true))
+    });
+    Ok(
+        Replicas::new(targets, rest, watch, config.user_service_resolve_interval)
+            .start()
+            .await,
+    )
 }
 
 /// Binds the listener; with `--tcp-send-buffer`, accepted connections inherit that

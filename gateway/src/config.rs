@@ -11,7 +11,13 @@ use crate::{
         limits::{LimitSettings, RateSetting},
     },
     server::connections::ConnectionLimits,
+    upstream::replicas::parse_targets,
 };
+
+/// `--user-service-url` as given, once every entry reads as a user-service URL.
+fn user_service_urls(text: &str) -> Result<String, String> {
+    parse_targets(text).map(|_| text.to_owned())
+}
 
 /// The gateway: the POC's REST API and WebSocket feed in front of the user-service.
 #[derive(Clone, Debug, Parser)]
@@ -22,13 +28,23 @@ pub struct Config {
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// The user-service's gRPC URL.
+    /// The user-services' gRPC URLs, comma-separated (`http://HOST:PORT` or
+    /// `https://HOST:PORT`, one scheme for all). Every address each name
+    /// resolves to is balanced over while it answers its health check SERVING;
+    /// names are resolved again every `--user-service-resolve-interval`, so a
+    /// Kubernetes headless Service's pods come and go.
     #[arg(
         long,
         env = "USER_SERVICE_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_parser = user_service_urls
     )]
     pub user_service_url: String,
+
+    /// How often the user-service names are resolved again (e.g. 5s).
+    #[arg(long, env = "USER_SERVICE_RESOLVE_INTERVAL", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub user_service_resolve_interval: Duration,
 
     /// Redis URL (e.g. redis://127.0.0.1:6379). When set, events are read from the
     /// Redis stream; unset, from the user-service's WatchUsers stream.

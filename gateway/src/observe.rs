@@ -36,6 +36,9 @@ pub const WS_CONNECTIONS: &str = "gateway_ws_connections";
 /// Gauge `{filter}`: sockets registered for events, `filtered` (`?users=`) or
 /// `unfiltered` (every event).
 pub const WS_SOCKETS_BY_FILTER: &str = "gateway_ws_sockets";
+/// Gauge `{state}`: user-service addresses known, `healthy` (in the balance)
+/// or `unhealthy` (failing their health check).
+pub const UPSTREAM_ENDPOINTS: &str = "gateway_upstream_endpoints";
 /// Gauge: distinct users at least one filtered socket follows.
 pub const WS_SUBSCRIBED_USERS: &str = "gateway_ws_subscribed_users";
 /// Gauge: presence members this gateway knows of (its own sockets' and, with
@@ -109,6 +112,11 @@ tokio::task_local! {
 pub fn install() -> PrometheusHandle {
     let handle = service_runtime::metrics::install(&[]);
     describe_gauge!(WS_CONNECTIONS, Unit::Count, "Open WebSocket connections");
+    describe_gauge!(
+        UPSTREAM_ENDPOINTS,
+        Unit::Count,
+        "User-service addresses known, healthy (balanced over) or unhealthy"
+    );
     describe_gauge!(
         WS_SOCKETS_BY_FILTER,
         Unit::Count,
@@ -215,6 +223,9 @@ pub fn install() -> PrometheusHandle {
             PRESENCE_MEMBERS,
         ],
     );
+    for state in ["healthy", "unhealthy"] {
+        metrics::gauge!(UPSTREAM_ENDPOINTS, "state" => state).set(0.0);
+    }
     for filter in ["filtered", "unfiltered"] {
         metrics::gauge!(WS_SOCKETS_BY_FILTER, "filter" => filter).set(0.0);
     }

@@ -470,3 +470,62 @@ async fn a_postgresql_restart_gives_fast_503s_then_service_resumes_with_nothing_
         elapsed(started)
     );
 }
+
+#[tokio::test]
+async fn one_of_two_user_services_killed_twice_in_turn_loses_nothing_and_rest_keeps_answering() {
+    let case = "kill -9 one of two user-services";
+    let started = start_clock();
+    let database = test_support::shared_database("faults_two").await.unwrap();
+    let mut replicas = [
+        UserService::start_on_database(&database, &[]).await,
+        UserService::start_on_database(&database, &[]).await,
+    ];
+    let urls = format!("{},{}", replicas[0].url(), replicas[1].url());
+    // WatchUsers as the event source: a kill of the replica it watches makes it
+    // fail over to the other one, resuming from its last seq.
+    let gateway = start_gateway(&urls, &gateway_flags(None)).await;
+    let Load {
+        http,
+        followers,
+        writer,
+        ..
+    } = Load::start("two", gateway.addr).await;
+
+    let mut refused_after_kill = Vec::new();
+    for which in [0, 1] {
+        let addr = replicas[which].process.addr;
+        replicas[which].process.kill().await;
+        let killed = Instant::now();
+        writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+        refused_after_kill.push(
+            writer
+                .writes()
+                .iter()
+                .filter(|w| w.sent >= killed && !w.acked())
+                .count(),
+        );
+        replicas[which].start_again(&[], addr).await;
+        wait_health(&replicas[which].url(), ServingStatus::Serving, STEP_TIMEOUT).await;
+        // Its health check passes again within a second; then it is balanced
+        // over again.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    writer.wait_acked(PHASE, PHASE_TIMEOUT).await;
+    let writes = writer.stop().await;
+    assert_refusals_are_drf_503s(case, &writes);
+    for (which, refused) in refused_after_kill.iter().enumerate() {
+        // Only calls sent to the killed replica before its first failed health
+        // check (within a second) may fail: at 50 writes/s, well under 50.
+        assert!(
+            *refused < 50,
+            "{case}: {refused} writes refused after killing replica {which}: REST must keep answering"
+        );
+    }
+    // A refusal from the killed replica may have committed before it died.
+    finish(case, &replicas[1].url(), &http, &writes, false, followers).await;
+    eprintln!(
+        "[{case}] each replica killed in turn: writes refused after each kill {refused_after_kill:?} \
+         (the rest answered by the other replica); case took {}",
+        elapsed(started)
+    );
+}

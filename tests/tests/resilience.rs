@@ -76,3 +76,26 @@ async fn a_gateway_that_never_reached_its_events_is_not_ready_until_it_does() {
     users.start_again(&[], addr).await;
     http.wait_ready().await;
 }
+
+/// A name in `--user-service-url` is resolved (as a headless Service's would
+/// be) and every address that answers SERVING is balanced over; an address
+/// that does not (here `::1`, where nothing listens) stays out of the way.
+#[tokio::test]
+async fn a_user_service_name_is_resolved_and_its_serving_addresses_balanced() {
+    let users = UserService::start(&[]).await;
+    let port = users.process.addr.port();
+    let gateway = start_gateway(&format!("http://localhost:{port}"), &[]).await;
+    let http = Http::new(gateway.addr);
+    http.wait_ready().await;
+    for i in 0..20 {
+        let created = http.create(&format!("N{i}"), "Resolved").await;
+        assert!(created["id"].as_i64().is_some());
+    }
+    let metrics = http.get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert_eq!(
+        e2e::metric_value(&text, r#"gateway_upstream_endpoints{state="healthy"}"#),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -3,6 +3,8 @@
 //! HTTP request it serves (`x-request-id`), so the user-service can refuse anyone
 //! but the gateway and log who asked, for which request.
 
+pub mod replicas;
+
 use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
