@@ -1,5 +1,7 @@
 //! Presence across gateways, through Redis pub/sub on `<stream key>:presence`:
-//! each gateway publishes its own sockets' changes as they happen, its whole
+//! each gateway publishes its own sockets' changes as they happen (whatever
+//! has queued meanwhile in one message, so a busy gateway publishes a few
+//! hundred times a second, not once per change), its whole
 //! state every [`HEARTBEAT`] (so a gateway that starts, or missed messages while
 //! its connection was down, converges within one), and a goodbye when it stops.
 //! A gateway that dies says nothing: the others drop its members once it has
@@ -24,6 +26,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Local changes waiting to be published; beyond, they are dropped (the next
 /// heartbeat carries the state anyway).
 pub const OUTBOX: usize = 16 * 1024;
+/// Most changes published in one message.
+const CHANGES_PER_MESSAGE: usize = 1024;
 
 /// What one gateway says on the channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,8 +41,8 @@ struct Announcement {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Body {
-    /// One change of its sockets.
-    Change { delta: Delta },
+    /// Changes of its sockets, in order.
+    Changes { deltas: Vec<Delta> },
     /// Its whole state: every user with members there.
     State { users: Vec<(i64, Vec<Member>)> },
     /// It is stopping: its members are gone.
@@ -120,7 +124,11 @@ async fn listen(
 
 fn apply(presence: &Presence, said: Announcement) {
     match said.body {
-        Body::Change { delta } => presence.apply_remote(&said.gateway, delta),
+        Body::Changes { deltas } => {
+            for delta in deltas {
+                presence.apply_remote(&said.gateway, delta);
+            }
+        }
         Body::State { users } => presence.replace_remote(&said.gateway, users),
         Body::Bye => presence.drop_remote(&said.gateway),
     }
@@ -138,6 +146,7 @@ async fn publish(
     shutdown: CancellationToken,
 ) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut deltas = Vec::with_capacity(CHANGES_PER_MESSAGE);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,10 +155,12 @@ async fn publish(
                 send(&client, &mut conn, &channel, presence.gateway(), Body::Bye).await;
                 return;
             }
-            delta = outbox.recv() => match delta {
-                Some(delta) => Body::Change { delta },
-                None => return,
-            },
+            received = outbox.recv_many(&mut deltas, CHANGES_PER_MESSAGE) => {
+                if received == 0 {
+                    return;
+                }
+                Body::Changes { deltas: std::mem::take(&mut deltas) }
+            }
             _ = heartbeat.tick() => Body::State { users: presence.local_members() },
             () = reconnected.notified() => Body::State { users: presence.local_members() },
         };
@@ -192,25 +203,20 @@ mod tests {
     fn announcements_read_back_as_written() {
         let said = Announcement {
             gateway: "g1".into(),
-            body: Body::Change {
-                delta: Delta::Leave {
+            body: Body::Changes {
+                deltas: vec![Delta::Leave {
                     user: 3,
                     id: "g1.4".into(),
-                },
+                }],
             },
         };
         let text = serde_json::to_string(&said).unwrap();
         assert_eq!(
             text,
-            r#"{"gateway":"g1","kind":"change","delta":{"kind":"leave","user":3,"id":"g1.4"}}"#
+            r#"{"gateway":"g1","kind":"changes","deltas":[{"kind":"leave","user":3,"id":"g1.4"}]}"#
         );
         let back: Announcement = serde_json::from_str(&text).unwrap();
-        assert!(matches!(
-            back.body,
-            Body::Change {
-                delta: Delta::Leave { user: 3, .. }
-            }
-        ));
+        assert!(matches!(&back.body, Body::Changes { deltas } if deltas.len() == 1));
         let bye: Announcement = serde_json::from_str(r#"{"gateway":"g2","kind":"bye"}"#).unwrap();
         assert!(matches!(bye.body, Body::Bye));
     }
