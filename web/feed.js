@@ -1,6 +1,7 @@
 // The live feed: one WebSocket to /ws/user-updates/, reconnecting after 3 s and then
 // backing off (capped at 30 s, with jitter), resuming with since/epoch so no event
-// is missed across a reconnect.
+// is missed across a reconnect. With `users` it follows only those users
+// (`?users=`), and carries presence both ways.
 
 const FIRST_RETRY_MS = 3000;
 const MAX_RETRY_MS = 30000;
@@ -8,7 +9,8 @@ const MAX_RETRY_MS = 30000;
 export class Feed {
   /**
    * @param {object} handlers onEvent(message), onHello(message, epochChanged),
-   *   onResync(), onState(state) where state is connected | reconnecting | offline | disconnected.
+   *   onResync(), onState(state) where state is connected | reconnecting | offline | disconnected,
+   *   onPresence(message), users() → the ids to follow (null: every user).
    */
   constructor(handlers) {
     this.handlers = handlers;
@@ -32,6 +34,8 @@ export class Feed {
       query.set('since', String(this.since));
       query.set('epoch', this.epoch);
     }
+    const users = this.handlers.users?.();
+    if (users) query.set('users', users.join(','));
     const token = this.handlers.token?.();
     if (token) query.set('token', token);
     const qs = query.toString();
@@ -74,6 +78,9 @@ export class Feed {
         if (typeof message.seq === 'number') this.since = message.seq;
         this.handlers.onEvent?.(message);
         break;
+      case 'presence':
+        this.handlers.onPresence?.(message);
+        break;
       case 'resync':
         // Our position is meaningless now: start again from the live edge.
         this.since = null;
@@ -82,6 +89,20 @@ export class Feed {
       default:
         break;
     }
+  }
+
+  /** Sends `message` as JSON if the socket is open; whether it was sent. */
+  send(message) {
+    if (this.socket?.readyState !== WebSocket.OPEN) return false;
+    this.socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** Follows `to` instead of `from` on the open socket (the next connect's query follows `users()`). */
+  follow(from, to) {
+    if (from === to) return;
+    this.send({ type: 'unsubscribe', users: [from] });
+    this.send({ type: 'subscribe', users: [to] });
   }
 
   scheduleReconnect() {

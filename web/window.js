@@ -10,11 +10,19 @@
 // - 412 (someone else changed the user) refetches, then sends again;
 // - a failed send (offline, 503) is retried when the feed reconnects.
 // Server text is only ever set with .value / .textContent, never as HTML.
+//
+// The socket follows this window's user only (?users=), and the window says it is
+// there (presence: its window, its field, whether someone is typing in it) and
+// shows who else is.
 
 import { bearerToken, createUser, getUser, patchUser } from './api.js';
 import { Feed } from './feed.js';
 
 const DEBOUNCE_MS = 150;
+// Typing stops counting this long after the last keystroke (and once sent).
+const TYPING_FOR_MS = 2000;
+// At most one presence message this often (the gateway allows ten a second).
+const PRESENCE_EVERY_MS = 250;
 const RETRY_MS = 2000;
 const LABELS = { first_name: 'first name', last_name: 'last name' };
 const STATE_TEXT = {
@@ -60,6 +68,60 @@ function parseUserId(raw) {
   return raw && /^\d+$/.test(raw) && Number(raw) > 0 ? Number(raw) : 1;
 }
 
+// This page's own presence: `tab` tells its entry apart from another tab's of the
+// same window number.
+const presence = {
+  tab: Math.random().toString(36).slice(2, 10),
+  typing: false,
+  typingTimer: null,
+  sent: null,
+  sendTimer: null,
+};
+
+function presenceMeta() {
+  return { window: windowNumber, field: owned, typing: presence.typing, tab: presence.tab };
+}
+
+/** Sends this window's presence when it changed (or `force`), at most every PRESENCE_EVERY_MS. */
+function sendPresence(force = false) {
+  if (presence.sendTimer !== null) return;
+  const meta = presenceMeta();
+  const text = JSON.stringify(meta);
+  if (!force && text === presence.sent) return;
+  if (feed.send({ type: 'presence', user: state.userId, meta })) presence.sent = text;
+  presence.sendTimer = setTimeout(() => {
+    presence.sendTimer = null;
+    if (JSON.stringify(presenceMeta()) !== presence.sent) sendPresence();
+  }, PRESENCE_EVERY_MS);
+}
+
+function typed() {
+  presence.typing = true;
+  clearTimeout(presence.typingTimer);
+  presence.typingTimer = setTimeout(stillTyping, TYPING_FOR_MS);
+  sendPresence();
+}
+
+function stillTyping() {
+  presence.typing = hasUnsentTyping();
+  if (presence.typing) presence.typingTimer = setTimeout(stillTyping, TYPING_FOR_MS);
+  sendPresence();
+}
+
+/** Shows the other windows on this user, from a presence list. */
+function showPresence(message) {
+  if (message.user !== state.userId) return;
+  const others = (message.members ?? []).filter((m) => m.meta?.tab !== presence.tab);
+  const lines = others.map((m) => {
+    const who = [`Window ${Number(m.meta?.window) || '?'}`, m.sub].filter(Boolean).join(' · ');
+    const field = LABELS[m.meta?.field];
+    return m.meta?.typing && field ? `${who} is here, typing in ${field}…` : `${who} is here`;
+  });
+  const element = $('presence');
+  element.textContent = lines.join('; ');
+  element.hidden = lines.length === 0;
+}
+
 function hasUnsentTyping() {
   return state.inFlight || state.debounce !== null || ownedInput.value !== state.lastSent;
 }
@@ -75,6 +137,7 @@ function setupFields() {
   ownedInput.setAttribute('aria-describedby', `${owned}-error`);
   ownedInput.disabled = true;
   ownedInput.addEventListener('input', () => {
+    typed();
     clearTimeout(state.debounce);
     state.debounce = setTimeout(() => {
       state.debounce = null;
@@ -165,8 +228,11 @@ async function create() {
     showMessage(answer.body?.detail ?? `Creating the user failed (${answer.status}).`);
     return;
   }
+  feed.follow(state.userId, answer.body.id);
   state.userId = answer.body.id;
   state.version = 0;
+  showPresence({ user: state.userId, members: [] });
+  sendPresence(true);
   state.lastSent = answer.body[owned];
   ownedInput.value = answer.body[owned];
   const url = new URL(location.href);
@@ -244,7 +310,12 @@ const feed = new Feed({
   onState: (name) => {
     setStatus(name);
   },
+  users: () => [state.userId],
+  onPresence: showPresence,
   onHello: (_message, epochChanged) => {
+    // A new socket: this window is on no one's list until it says so again.
+    presence.sent = null;
+    sendPresence(true);
     if (epochChanged) state.databaseChanged = true;
     if (epochChanged || !state.loaded) load();
     if (state.failed) flush();

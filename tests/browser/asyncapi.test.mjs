@@ -84,20 +84,29 @@ test('/api/asyncapi.json is an AsyncAPI 3.0.0 document the parser accepts', asyn
   const channel = document.channels().get('userUpdates');
   assert.equal(channel.address(), '/ws/user-updates/');
   const query = channel.bindings().get('ws').value().query.properties;
-  assert.deepEqual(Object.keys(query).sort(), ['epoch', 'since', 'token']);
+  assert.deepEqual(Object.keys(query).sort(), ['epoch', 'since', 'token', 'users']);
   assert.deepEqual(
     document.components().messages().all().map((m) => m.id()).sort(),
-    ['error', 'hello', 'ping', 'pong', 'resync', 'userUpdate'],
+    ['error', 'hello', 'ping', 'pong', 'presence', 'presenceUpdate', 'resync', 'subscribe', 'subscribed', 'unsubscribe', 'userUpdate'],
   );
   const send = document.operations().get('sendUserUpdates');
   assert.equal(send.action(), 'send');
-  assert.deepEqual(send.messages().all().map((m) => m.id()), ['hello', 'userUpdate', 'resync', 'pong', 'error']);
-  const receive = document.operations().get('receivePing');
-  assert.equal(receive.action(), 'receive');
-  assert.deepEqual(receive.messages().all().map((m) => m.id()), ['ping']);
+  assert.deepEqual(
+    send.messages().all().map((m) => m.id()),
+    ['hello', 'userUpdate', 'resync', 'pong', 'error', 'subscribed', 'presence'],
+  );
+  for (const [name, ids] of [
+    ['receivePing', ['ping']],
+    ['receiveSubscriptionChanges', ['subscribe', 'unsubscribe']],
+    ['receivePresence', ['presenceUpdate']],
+  ]) {
+    const receive = document.operations().get(name);
+    assert.equal(receive.action(), 'receive');
+    assert.deepEqual(receive.messages().all().map((m) => m.id()), ids);
+  }
 
   // The parser does not check examples against payloads: do it here.
-  for (const operation of ['sendUserUpdates', 'receivePing']) {
+  for (const operation of ['sendUserUpdates', 'receivePing', 'receiveSubscriptionChanges', 'receivePresence']) {
     const byType = validators(document, operation);
     for (const { message } of byType.values()) {
       const examples = message.examples().all().map((e) => JSON.stringify(e.payload()));
@@ -118,6 +127,8 @@ test('real frames match their message payloads in the parsed document', async ()
   const document = await parsedDocument();
   const sent = validators(document, 'sendUserUpdates');
   const received = validators(document, 'receivePing');
+  const changes = validators(document, 'receiveSubscriptionChanges');
+  const presence = validators(document, 'receivePresence');
   const address = document.channels().get('userUpdates').address();
   const wsBase = stack.base.replace(/^http/, 'ws');
 
@@ -180,7 +191,32 @@ test('real frames match their message payloads in the parsed document', async ()
   const resumed = await until(() => frames('resume'), (f) => f.length >= 2, 5000, 'hello and resync');
   assert.deepEqual(typesOf(resumed).slice(0, 2), ['hello', 'resync']);
 
-  const all = [...live, ...resumed];
+  // A filtered socket: hello with its users and their presence, then a
+  // subscription change and a presence message of its own (both checked
+  // against the document), answered by `subscribed` and presence lists.
+  const other = await rest(stack.base, 'POST', '/api/users/', { first_name: 'Grace', last_name: 'Hopper' });
+  const kept = other.body.id;
+  const subscribe = JSON.stringify({ type: 'subscribe', users: [kept] });
+  const unsubscribe = JSON.stringify({ type: 'unsubscribe', users: [kept] });
+  const present = JSON.stringify({ type: 'presence', user: kept, meta: { window: 1, field: 'first_name', typing: true } });
+  assert.deepEqual(mismatches([subscribe, unsubscribe], changes), []);
+  assert.deepEqual(mismatches([present], presence), []);
+  await open('filtered', `${wsBase}${address}?users=`);
+  await until(() => frames('filtered'), (f) => f.length >= 1, 5000, 'the filtered hello');
+  await page.evaluate(([subscribe, present]) => {
+    const { socket } = window.sockets.filtered;
+    socket.send(subscribe);
+    socket.send(present);
+  }, [subscribe, present]);
+  const filtered = await until(
+    () => frames('filtered'),
+    (f) => count(f, 'subscribed') >= 1 && typesOf(f).includes('presence')
+      && f.some((t) => JSON.parse(t).members?.length === 1),
+    5000,
+    'subscribed and a presence list with its own entry',
+  );
+
+  const all = [...live, ...resumed, ...filtered];
   assert.deepEqual(
     [...new Set(typesOf(all))].sort(),
     [...sent.keys()].sort(),

@@ -6,6 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { createServer, connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -59,16 +60,52 @@ function stopChild(child, signal = 'SIGTERM') {
   });
 }
 
+/** A port nothing listens on now. */
+function freePort() {
+  return new Promise((resolvePromise, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolvePromise(port));
+    });
+  });
+}
+
+/** Starts a redis-server of the test's own (nothing kept on disk); resolves once it accepts. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const up = await new Promise((done) => {
+      const socket = connect(port, '127.0.0.1', () => { socket.destroy(); done(true); });
+      socket.on('error', () => done(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, url: `redis://127.0.0.1:${port}` };
+}
+
 /**
  * A user-service and gateways on a fresh database; `stop()` ends them all. By
  * default the gateways run with `--auth none`; `auth: { secret }` runs them with
- * `--auth jwt` and that HS256 secret instead.
+ * `--auth jwt` and that HS256 secret instead. With `redis: true` every service
+ * runs on a redis-server of the stack's own (events and presence go through it,
+ * so gateways share presence).
  */
-export async function startStack({ auth } = {}) {
+export async function startStack({ auth, redis } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'users-browser-'));
+  const bus = redis ? await startRedis() : null;
+  const redisArgs = bus ? ['--redis-url', bus.url] : [];
   const userService = await startBinary('user-service', [
     '--listen', '127.0.0.1:0',
     '--database-url', `sqlite://${join(dir, 'users.db')}`,
+    ...redisArgs,
   ]);
   const grpcUrl = `http://${userService.addr}`;
   const gateways = [];
@@ -78,6 +115,7 @@ export async function startStack({ auth } = {}) {
       '--auth', auth ? 'jwt' : 'none',
       '--listen', listen,
       '--user-service-url', grpcUrl,
+      ...redisArgs,
     ], auth ? { JWT_SECRET: auth.secret } : {});
     gateways.push(gateway);
     return { ...gateway, base: `http://${gateway.addr}` };
@@ -92,6 +130,7 @@ export async function startStack({ auth } = {}) {
     async stop() {
       await Promise.all(gateways.map((g) => stopChild(g.child)));
       await stopChild(userService.child);
+      if (bus) await stopChild(bus.child);
       rmSync(dir, { recursive: true, force: true });
     },
   };
