@@ -1,4 +1,5 @@
-//! `rest`: GET or PATCH one user over C keep-alive connections, either as fast
+//! `rest`: GET or PATCH one user (or, with `--users N`, N users, connection
+//! *c* on user *c* mod N) over C keep-alive connections, either as fast
 //! as answers come back (closed loop) or on a fixed schedule (open loop, where
 //! latency is measured from the scheduled instant so queueing counts).
 
@@ -68,6 +69,11 @@ pub struct RestArgs {
     /// The user to load (created if missing).
     #[arg(long, default_value_t = 1)]
     pub user_id: i64,
+    /// Spread the connections over this many users, from `--user-id` on
+    /// (each created if missing): 1 is one hot row; more shows writes to
+    /// distinct rows.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub users: u32,
     /// A server process whose CPU time over the run is reported (repeatable).
     #[arg(long = "watch-pid")]
     pub watch_pids: Vec<u32>,
@@ -187,7 +193,11 @@ pub async fn run(args: &RestArgs) -> anyhow::Result<RestReport> {
     }
     let target = Arc::new(Target::from_args(&args.target).await?);
     let user_id = ensure_user(&target, args.user_id).await?;
-    let path = Arc::new(target.user_path(user_id));
+    let mut paths = vec![Arc::new(target.user_path(user_id))];
+    for next in 1..i64::from(args.users) {
+        let id = ensure_user(&target, user_id + next).await?;
+        paths.push(Arc::new(target.user_path(id)));
+    }
     let mut conns = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         conns.push(Conn::open(&target).await?);
@@ -205,7 +215,8 @@ pub async fn run(args: &RestArgs) -> anyhow::Result<RestReport> {
         .into_iter()
         .enumerate()
         .map(|(worker, conn)| {
-            let (target, path, plan) = (target.clone(), path.clone(), plan.clone());
+            let path = paths[worker % paths.len()].clone();
+            let (target, plan) = (target.clone(), plan.clone());
             let prefix = format!("{run_tag}-{worker}-");
             let method = args.method;
             tokio::spawn(async move { work(conn, &target, &path, method, &prefix, &plan).await })
@@ -255,6 +266,7 @@ pub async fn run(args: &RestArgs) -> anyhow::Result<RestReport> {
             "rate": args.rate,
             "warmup_s": args.warmup.as_secs_f64(),
             "user_id": user_id,
+            "users": args.users,
             "label": args.label,
         }),
         target: target.url.clone(),

@@ -138,6 +138,7 @@ async fn rest_closed_and_open_loops_against_the_floor() {
         rate,
         warmup: Duration::from_millis(50),
         user_id: 7,
+        users: 1,
         watch_pids: vec![],
         label: None,
     };
