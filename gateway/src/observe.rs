@@ -1,6 +1,6 @@
 //! What the gateway shows operators: a request id, a span and a log line per
 //! HTTP request, and the Prometheus metrics served at `/metrics` (listed with
-//! their labels in the README, "Operating").
+//! their labels in docs/operations.md, "Metrics").
 //!
 //! [`Observed`] wraps the whole HTTP service, so every request (REST, page,
 //! socket handshake, health) gets one id, taken from a sane `x-request-id` or made
@@ -51,7 +51,7 @@ pub const PRESENCE_FRAMES: &str = "gateway_presence_frames_total";
 pub const PRESENCE_DROPPED: &str = "gateway_presence_dropped_total";
 /// Counter `{reason}`: sockets that ended, by why.
 pub const WS_CLOSED: &str = "gateway_ws_closed_total";
-/// The `reason` values of [`WS_CLOSED`] (README, "Metrics").
+/// The `reason` values of [`WS_CLOSED`] (docs/operations.md, "Metrics").
 pub const WS_CLOSED_REASONS: [&str; 10] = [
     "client_closed",
     "disconnected",

@@ -1,7 +1,7 @@
 //! What the user-service counts, for `/metrics` on `--metrics-listen`: how long
 //! each RPC and each database query takes, how far the outbox relay is behind, how
 //! old events are when they reach Redis, and how many watchers are open. Names and
-//! labels are listed in the README ("Operating"); label values are static strings,
+//! labels are listed in docs/operations.md ("Metrics"); label values are static strings,
 //! so recording never allocates.
 
 use std::{

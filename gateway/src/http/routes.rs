@@ -95,8 +95,8 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
         warp::path!("healthz").boxed(),
         warp::any().map(readiness::healthz).boxed(),
     );
-    // No token and no rate limit: the Ingress must not route it (README,
-    // "Operating"); Prometheus scrapes the pod directly.
+    // No token and no rate limit: the Ingress must not route it
+    // (docs/operations.md); Prometheus scrapes the pod directly.
     let metrics = get_only(
         warp::path!("metrics").boxed(),
         warp::any().map(observe::metrics_response).boxed(),

@@ -10,7 +10,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use test_support::Process;
 use tokio::process::Command;
 
-/// Every counter and gauge the README lists for the user-service.
+/// Every counter and gauge docs/operations.md lists for the user-service.
 const SERIES: [&str; 6] = [
     "user_service_events_published_total",
     "user_service_redis_reconnects_total",
