@@ -67,6 +67,11 @@ impl Application {
         let (rest_channel, watch_channel, replicas) = replicas(&config).await?;
         let (redis, pool) = match &config.redis_url {
             Some(url) => {
+                let url = service_runtime::redis_url::with_password_file(
+                    url,
+                    config.redis_password_file.as_deref(),
+                )
+                .map_err(anyhow::Error::msg)?;
                 let client =
                     deadpool_redis::redis::Client::open(url.as_str()).context("the Redis URL")?;
                 let pool = deadpool_redis::Config::from_url(url)

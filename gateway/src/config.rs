@@ -46,10 +46,18 @@ pub struct Config {
           value_parser = humantime::parse_duration)]
     pub user_service_resolve_interval: Duration,
 
-    /// Redis URL (e.g. redis://127.0.0.1:6379). When set, events are read from the
-    /// Redis stream; unset, from the user-service's WatchUsers stream.
+    /// Redis URL (e.g. redis://127.0.0.1:6379, or redis://USER:PASSWORD@HOST:PORT
+    /// for an ACL user). When set, events are read from the Redis stream and
+    /// presence crosses gateways through it; unset, events come from the
+    /// user-service's WatchUsers stream.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// A file whose first line is the Redis password (a mounted Secret), put
+    /// into `--redis-url` for its user (e.g. `redis://relay@redis:6379`) or
+    /// Redis's default user; the URL must then hold no password itself.
+    #[arg(long, env = "REDIS_PASSWORD_FILE", requires = "redis_url")]
+    pub redis_password_file: Option<PathBuf>,
 
     /// Key of the Redis stream the user-service's relay writes events to.
     #[arg(long, env = "REDIS_STREAM_KEY", default_value = users_proto::stream::DEFAULT_KEY)]

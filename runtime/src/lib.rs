@@ -7,6 +7,7 @@ pub mod held;
 pub mod log_limit;
 pub mod metrics;
 pub mod open_files;
+pub mod redis_url;
 pub mod request_id;
 pub mod secret;
 

@@ -136,6 +136,12 @@ impl Application {
         let mut tasks = JoinSet::new();
         let mut published = None;
         if let Some(url) = &config.redis_url {
+            let url = service_runtime::redis_url::with_password_file(
+                url,
+                config.redis_password_file.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let url = &url;
             let relay_config = RelayConfig {
                 stream_key: config.redis_stream_key.clone(),
                 stream_max_len: config.redis_stream_max_len,

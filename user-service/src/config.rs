@@ -60,10 +60,17 @@ pub struct Config {
     #[arg(long, env = "DURABILITY", value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
 
-    /// Redis URL (e.g. redis://127.0.0.1:6379). When set, a relay publishes every
-    /// event to a Redis stream; unset, events are served only by WatchUsers.
+    /// Redis URL (e.g. redis://127.0.0.1:6379, or redis://USER:PASSWORD@HOST:PORT
+    /// for an ACL user). When set, a relay publishes every event to a Redis
+    /// stream; unset, events are served only by WatchUsers.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// A file whose first line is the Redis password (a mounted Secret), put
+    /// into `--redis-url` for its user (e.g. `redis://relay@redis:6379`) or
+    /// Redis's default user; the URL must then hold no password itself.
+    #[arg(long, env = "REDIS_PASSWORD_FILE", requires = "redis_url")]
+    pub redis_password_file: Option<PathBuf>,
 
     /// Key of the Redis stream the relay appends events to.
     #[arg(long, env = "REDIS_STREAM_KEY", default_value = users_proto::stream::DEFAULT_KEY)]
@@ -128,6 +135,7 @@ impl Config {
             database_url: database_url.into(),
             durability: Durability::Full,
             redis_url: None,
+            redis_password_file: None,
             redis_stream_key: users_proto::stream::DEFAULT_KEY.into(),
             redis_stream_max_len: 100_000,
             event_retention: 100_000,
