@@ -49,6 +49,8 @@ pub struct Application {
     connection_limits: ConnectionLimits,
     /// Keeps the channels to the healthy user-services, once running.
     replicas: Keeper,
+    /// `--metrics-listen`, bound.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -64,6 +66,14 @@ impl Application {
             _ => None,
         };
         let listener = bind(&config).with_context(|| format!("binding {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics address {addr}"))?,
+            ),
+            None => None,
+        };
         let (rest_channel, watch_channel, replicas) = replicas(&config).await?;
         let (redis, pool) = match &config.redis_url {
             Some(url) => {
@@ -120,6 +130,7 @@ impl Application {
             redis,
             tls,
             replicas,
+            metrics_listener,
         })
     }
 
@@ -142,10 +153,22 @@ impl Application {
             socket_threads,
             connection_limits,
             replicas,
+            metrics_listener,
         } = self;
         let hub = state.hub.clone();
         let stop_source = CancellationToken::new();
         tokio::spawn(replicas.run(stop_source.clone()));
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        if let Some(metrics_listener) = metrics_listener {
+            tokio::spawn(service_runtime::metrics::serve(
+                metrics_listener,
+                service_runtime::metrics::render,
+                stop_source.clone().cancelled_owned(),
+            ));
+        }
         let stop_serving = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -206,6 +229,7 @@ impl Application {
             ready_timeout: config.connect_timeout,
             cors,
             https: tls.is_some(),
+            metrics_here: metrics_addr.is_none(),
         });
         let listen = listener.local_addr()?;
         if config.auth.auth == AuthMode::None {
@@ -216,6 +240,7 @@ impl Application {
         }
         tracing::info!(
             listen = %listen,
+            metrics_listen = metrics_addr.map(tracing::field::display),
             user_service = %config.user_service_url,
             events = if config.redis_url.is_some() { "redis" } else { "watch" },
             auth = ?config.auth.auth,

@@ -28,6 +28,13 @@ pub struct Config {
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP, nothing else) on
+    /// this address instead of on `--listen`, whose `/metrics` then answers 404:
+    /// no route to the public port can expose them. Port 0 binds a free port;
+    /// the bound address is logged. Unset: `/metrics` on `--listen`.
+    #[arg(long, env = "METRICS_LISTEN_ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// The user-services' gRPC URLs, comma-separated (`http://HOST:PORT` or
     /// `https://HOST:PORT`, one scheme for all). Every address each name
     /// resolves to is balanced over while it answers its health check SERVING;

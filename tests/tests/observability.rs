@@ -373,3 +373,35 @@ async fn tokens_and_query_strings_never_reach_a_log_line() {
         }
     }
 }
+
+/// With `--metrics-listen` the gateway's metrics move to a port of their own
+/// (only `/metrics` there), and its public port answers 404 for them: no
+/// ingress route to the public port can expose them.
+#[tokio::test]
+async fn a_gateway_metrics_port_of_its_own_takes_metrics_off_the_public_port() {
+    let users = UserService::start(&[]).await;
+    let gateway = start_gateway(&users.url(), &metrics_flag()).await;
+    let http = Http::new(gateway.addr);
+    http.wait_ready().await;
+    http.create("Ada", "Lovelace").await;
+    let internal = logged_addr(&gateway, "metrics_listen");
+    assert_ne!(internal, gateway.addr);
+    let text = scrape_until(internal, "the create counted", |text| {
+        text.lines().any(|line| {
+            line.starts_with("gateway_http_request_duration_seconds_count")
+                && line.contains(r#"route="/api/users/""#)
+        })
+    })
+    .await;
+    assert!(text.contains("gateway_ws_connections"), "{text}");
+    assert_eq!(
+        http.get("/metrics").await.status,
+        404,
+        "not on the public port"
+    );
+    assert_eq!(
+        Http::new(internal).get("/").await.status,
+        404,
+        "nothing else on the metrics port"
+    );
+}

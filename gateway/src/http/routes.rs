@@ -42,6 +42,8 @@ pub struct Routes {
     pub cors: Cors,
     /// The gateway serves HTTPS itself (adds HSTS).
     pub https: bool,
+    /// `/metrics` is served on this port (not on a metrics port of its own).
+    pub metrics_here: bool,
 }
 
 /// The whole HTTP surface.
@@ -97,8 +99,18 @@ pub fn build(routes: Routes) -> BoxedFilter<(Response,)> {
     );
     // No token and no rate limit: the Ingress must not route it
     // (docs/operations.md); Prometheus scrapes the pod directly.
+    let metrics_here = routes.metrics_here;
     let metrics = get_only(
-        warp::path!("metrics").boxed(),
+        warp::path!("metrics")
+            .and(warp::any().and_then(move || async move {
+                if metrics_here {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            }))
+            .untuple_one()
+            .boxed(),
         warp::any().map(observe::metrics_response).boxed(),
     );
     let readiness = Arc::new(Readiness::new(
@@ -300,6 +312,7 @@ mod tests {
             ready_timeout: Duration::from_millis(200),
             cors: Cors::default(),
             https: false,
+            metrics_here: true,
         })
     }
 
