@@ -30,7 +30,17 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", mint::mint(&config.auth, &mint)?);
         return Ok(());
     }
-    init_logging(config.log_format);
-    let app = Application::build(config).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    let telemetry = match init_logging(config.log_format, "gateway") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    };
+    let outcome = match Application::build(config).await {
+        Ok(app) => app.run_until_stopped(shutdown_signal()).await,
+        Err(error) => Err(error),
+    };
+    telemetry.shutdown();
+    outcome
 }

@@ -10,6 +10,12 @@
 //! their query (sockets may carry `?token=`). `/metrics` itself is neither timed
 //! nor logged, so scrapes do not drown the numbers they read.
 //!
+//! With traces on (`OTEL_EXPORTER_OTLP_ENDPOINT`, [`service_runtime::telemetry`]),
+//! the `request` span continues the caller's `traceparent` and each user-service
+//! call made from it gets a client span whose context goes along as `traceparent`
+//! metadata, so one PATCH is one trace across both services. Probes are not
+//! traced: their spans are at debug.
+//!
 //! Label values are `&'static str` (route templates, status codes, reasons): the
 //! fan-out records once per event, never per socket, and nothing allocates.
 
@@ -23,9 +29,9 @@ use std::{
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
-use service_runtime::request_id;
+use service_runtime::{request_id, telemetry};
 use tower::Service;
-use tracing::Instrument;
+use tracing::{Instrument, Level};
 use warp::{
     http::{HeaderValue, Method, StatusCode, header},
     reply::Response,
@@ -309,22 +315,59 @@ fn status_label(status: StatusCode) -> &'static str {
         .map_or("other", String::as_str)
 }
 
-/// Times one user-service call as `method`, labelled with the gRPC code it ended
-/// with (`OK` when it succeeded).
+/// Times one user-service call as `method` (`UpdateUser`, say, for
+/// `users.v1.UserService`, or a full `service/method`), labelled with the gRPC code it ended with (`OK` when it succeeded); a
+/// client span around it when made while answering a traced request.
 pub async fn grpc<T>(
     method: &'static str,
     call: impl Future<Output = Result<T, tonic::Status>>,
 ) -> Result<T, tonic::Status> {
     let started = Instant::now();
-    let result = call.await;
+    let span = client_span(method);
+    let result = call.instrument(span.clone()).await;
     let code = match &result {
         Ok(_) => 0,
         Err(status) => status.code() as i32,
     };
     let code = service_runtime::metrics::grpc_code_name(code);
+    if let Err(status) = &result {
+        telemetry::failed(&span, &format!("{code}: {}", status.message()));
+    }
     metrics::histogram!(GRPC_CLIENT_DURATION, "method" => method, "code" => code)
         .record(started.elapsed().as_secs_f64());
     result
+}
+
+/// The span of one user-service call: a child of the current span when that
+/// one is traced (an info span: a request, not a probe), else none, so
+/// background calls (health checks, the event watch) start no traces of their own.
+fn client_span(method: &'static str) -> tracing::Span {
+    let traced = tracing::Span::current()
+        .metadata()
+        .is_some_and(|meta| *meta.level() <= Level::INFO);
+    if !traced {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "grpc call",
+        method,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    let (service, name) = method
+        .rsplit_once('/')
+        .unwrap_or(("users.v1.UserService", method));
+    telemetry::describe(
+        &span,
+        || format!("{service}/{name}"),
+        "client",
+        &[
+            ("rpc.system", "grpc"),
+            ("rpc.service", service),
+            ("rpc.method", name),
+        ],
+    );
+    span
 }
 
 /// Counts a socket that ended for `reason`.
@@ -375,13 +418,31 @@ where
         let method = request.method().clone();
         // The path only: a query may hold a token.
         let path = request.uri().path().to_owned();
-        let span = tracing::info_span!(
-            "request",
-            request_id = &*id,
-            method = %method,
-            route,
-            sub = tracing::field::Empty,
+        // Probes every few seconds per pod: debug, so neither logged nor traced
+        // at the default levels.
+        let span = if matches!(route, "/healthz" | "/readyz") {
+            tracing::debug_span!("request", request_id = &*id, method = %method, route)
+        } else {
+            tracing::info_span!(
+                "request",
+                request_id = &*id,
+                method = %method,
+                route,
+                sub = tracing::field::Empty,
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+            )
+        };
+        telemetry::describe(
+            &span,
+            || format!("{method} {route}"),
+            "server",
+            &[
+                ("http.request.method", method.as_str()),
+                ("http.route", route),
+            ],
         );
+        telemetry::continue_trace(&span, request.headers());
         let started = Instant::now();
         let call = span.in_scope(|| REQUEST_ID.sync_scope(id.clone(), || self.inner.call(request)));
         let call = in_request(id.clone(), call).instrument(span.clone());
@@ -396,6 +457,9 @@ where
             }
             let latency_ms = elapsed.as_micros() as f64 / 1000.0;
             let status = status.as_u16();
+            if status >= 500 {
+                telemetry::failed(&span, &format!("HTTP {status}"));
+            }
             span.in_scope(|| {
                 // As the user-service does: changes at info, reads at debug. Probes
                 // stay at debug even when not ready: they come every few seconds.

@@ -10,11 +10,12 @@ pub mod open_files;
 pub mod redis_url;
 pub mod request_id;
 pub mod secret;
+pub mod telemetry;
 
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 /// How log lines are written (`--log-format`): both binaries take the same
 /// flag, so one collector configuration reads both.
@@ -27,19 +28,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, filtered by `RUST_LOG` (default `info`); call
-/// once, first thing in `main`.
-pub fn init_logging(format: LogFormat) {
+/// Installs the global subscriber: log lines filtered by `RUST_LOG` (default
+/// `info`), and traces for `service` when an OTLP endpoint is configured
+/// ([`telemetry`]). Call once, first thing in `main`, inside the Tokio runtime;
+/// keep the answer until the process stops, then `shutdown` it. An error names
+/// the setting that is wrong.
+pub fn init_logging(
+    format: LogFormat,
+    service: &'static str,
+) -> Result<telemetry::Telemetry, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal: log files and collectors get plain text.
-    let builder = fmt()
-        .with_env_filter(filter)
+    let lines = fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stdout().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let lines: telemetry::BoxedLayer = match format {
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    let (traces, telemetry) = telemetry::layer(service)?;
+    let layers: Vec<_> = std::iter::once(lines).chain(traces).collect();
+    tracing_subscriber::registry().with(layers).init();
+    Ok(telemetry)
 }
 
 /// The next connection on `listener`. A failed accept (out of file descriptors,

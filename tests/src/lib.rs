@@ -25,7 +25,7 @@ mod timeouts;
 
 pub use binaries::{Process, binary};
 pub use http::{Http, Reply};
-pub use services::{UserService, start_gateway, unthrottled};
+pub use services::{UserService, start_gateway, start_gateway_with, unthrottled};
 pub use socket::{Ended, Socket};
 pub use test_support::{
     Poll, Postgres, Redis, eventually, free_port, metric_value, poll_until, send_signal,

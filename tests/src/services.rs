@@ -122,6 +122,16 @@ pub fn unthrottled() -> Vec<String> {
 /// Unless `extra` says otherwise, it runs with `--auth none` (the security suite
 /// tests authentication; the others test everything else).
 pub async fn start_gateway(user_service_url: &str, extra: &[String]) -> Process {
+    start_gateway_with(user_service_url, extra, |_| {}).await
+}
+
+/// [`start_gateway`], with `configure` applied to the command (an environment
+/// variable, say).
+pub async fn start_gateway_with(
+    user_service_url: &str,
+    extra: &[String],
+    configure: impl FnOnce(&mut Command),
+) -> Process {
     let mut args = vec![
         "--listen".to_owned(),
         "127.0.0.1:0".to_owned(),
@@ -132,7 +142,7 @@ pub async fn start_gateway(user_service_url: &str, extra: &[String]) -> Process 
         args.extend(["--auth".to_owned(), "none".to_owned()]);
     }
     args.extend(extra.iter().cloned());
-    Process::start(&binary("gateway"), &args)
+    Process::start_with(&binary("gateway"), &args, configure)
         .await
         .expect("the gateway starts")
 }

@@ -5,7 +5,8 @@
 //! is logged with the request id (`x-request-id`, the gateway's id for the HTTP
 //! request that made the call; a fresh one when absent or malformed): writes at
 //! info, reads at debug. The call runs in an `rpc` span carrying that id, so any
-//! line it logs can be tied to the gateway's.
+//! line it logs can be tied to the gateway's. With traces on, that span is the
+//! server span of the caller's trace (`traceparent` metadata).
 
 use std::{
     sync::Arc,
@@ -119,7 +120,34 @@ where
         } else {
             tracing::debug!(method, sub, request_id, "rpc");
         }
-        let span = tracing::info_span!("rpc", method, request_id);
+        // A watch lasts as long as its stream (hours): a span, for its log
+        // lines, but not one to trace (see `telemetry::UNTRACED_SPAN`).
+        let span = if method == "WatchUsers" {
+            tracing::info_span!(
+                service_runtime::telemetry::UNTRACED_SPAN,
+                method,
+                request_id
+            )
+        } else {
+            tracing::info_span!(
+                "rpc",
+                method,
+                request_id,
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+            )
+        };
+        service_runtime::telemetry::describe(
+            &span,
+            || path[1..].to_owned(),
+            "server",
+            &[
+                ("rpc.system", "grpc"),
+                ("rpc.service", "users.v1.UserService"),
+                ("rpc.method", method),
+            ],
+        );
+        service_runtime::telemetry::continue_trace(&span, request.headers());
         let call = span.in_scope(|| self.inner.call(request));
         futures::future::Either::Left(call.instrument(span))
     }

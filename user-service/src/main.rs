@@ -9,14 +9,22 @@ use user_service::{Application, Config};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exits 1 with the error and its causes on one line (`error: opening the
+/// Exits 2 when the trace settings (`OTEL_*`) are wrong, 1 with the error and its causes on one line (`error: opening the
 /// database …: cannot connect to PostgreSQL at …: <the server's reason>`), the
 /// line an operator looks for in a crash-looping pod's log.
 #[tokio::main]
 async fn main() {
     let config = Config::parse();
-    init_logging(config.log_format);
-    if let Err(error) = run(config).await {
+    let telemetry = match init_logging(config.log_format, "user-service") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    };
+    let outcome = run(config).await;
+    telemetry.shutdown();
+    if let Err(error) = outcome {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }

@@ -74,6 +74,11 @@ impl Interceptor for Credentials {
         {
             metadata.insert(service_runtime::request_id::HEADER, id);
         }
+        if service_runtime::telemetry::exporting() {
+            let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+            service_runtime::telemetry::propagate(&mut headers);
+            *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+        }
         Ok(request)
     }
 }

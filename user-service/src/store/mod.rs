@@ -18,6 +18,7 @@ mod feed;
 mod lease;
 mod postgres;
 mod rows;
+mod spans;
 mod sqlite;
 
 use std::sync::Arc;

@@ -39,8 +39,10 @@ use crate::{
         Saved,
         change::{Step, UserWrite, changed_text, decide},
         feed::Feed,
+        spans,
     },
 };
+use tracing::Instrument;
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 256;
@@ -55,6 +57,8 @@ const CONFLICT_RETRIES: usize = 3;
 struct Job {
     write: UserWrite,
     reply: oneshot::Sender<Result<Saved, Error>>,
+    /// The caller's span (its `rpc`), which the batch's span joins.
+    span: tracing::Span,
 }
 
 /// The way to the writer task; cheap to share.
@@ -92,7 +96,11 @@ impl PgWriter {
     pub async fn submit(&self, write: UserWrite) -> Result<Saved, Error> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { write, reply })
+            .send(Job {
+                write,
+                reply,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| Error::Unavailable("the database writer has stopped".into()))?;
         answer
@@ -138,10 +146,11 @@ impl Task {
     /// failed and the database then refused a probe too.
     async fn commit(&mut self, jobs: Vec<Job>) -> bool {
         let writes: Vec<&UserWrite> = jobs.iter().map(|job| &job.write).collect();
+        let batch = spans::batch(jobs.iter().map(|job| &job.span));
         let mut attempt = 0;
         let outcome = loop {
             let outcome = match self.connection().await {
-                Ok(conn) => commit_batch(conn, &writes).await,
+                Ok(conn) => commit_batch(conn, &writes).instrument(batch.clone()).await,
                 Err(error) => Err(error),
             };
             match outcome {
@@ -365,7 +374,7 @@ async fn commit_batch(conn: &mut PgConnection, writes: &[&UserWrite]) -> Result<
 
     write_users(&mut tx, &rows).await?;
     let first_seq = insert_events(&mut tx, &events).await?;
-    tx.commit().await?;
+    tx.commit().instrument(spans::commit()).await?;
     crate::metrics::write_batch(writes.len(), started);
     for (i, event) in events.iter_mut().enumerate() {
         event.seq = first_seq + i as u64;

@@ -38,7 +38,7 @@ use super::{
 use crate::{
     domain::{Event, User},
     error::Error,
-    store::{change::UserWrite, feed::Feed},
+    store::{change::UserWrite, feed::Feed, spans},
 };
 
 /// Most writes committed together; bounds the time one batch holds the database.
@@ -51,6 +51,8 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 struct Job {
     write: Write,
     reply: oneshot::Sender<Result<Written, Error>>,
+    /// The caller's span (its `rpc`), which the batch's span joins.
+    span: tracing::Span,
 }
 
 /// The way to the writer task; cheap to share.
@@ -98,7 +100,11 @@ impl Writer {
     pub async fn submit(&self, write: Write) -> Result<Written, Error> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { write, reply })
+            .send(Job {
+                write,
+                reply,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| Error::Unavailable("the database writer has stopped".into()))?;
         answer
@@ -229,6 +235,8 @@ impl Committer {
             }
         }
         cache.begin_writes(jobs.iter().filter_map(|job| job.write.user_id()));
+        let batch = spans::batch(jobs.iter().map(|job| &job.span));
+        let _in_batch = batch.enter();
         let committed = self
             .link
             .get()
@@ -329,7 +337,7 @@ fn commit_batch(conn: &mut Connection, jobs: &[Job], mut rows: Rows) -> Result<C
             Err(error) => return Err(error),
         }
     }
-    tx.commit()?;
+    spans::commit().in_scope(|| tx.commit())?;
     crate::metrics::write_batch(jobs.len(), started);
     Ok((results, events))
 }
