@@ -21,7 +21,7 @@ fn user_service_urls(text: &str) -> Result<String, String> {
 
 /// The gateway: the POC's REST API and WebSocket feed in front of the user-service.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "gateway", version, about, long_about = None)]
+#[command(name = "gateway", version, about, long_about = None, after_help = service_runtime::telemetry::HELP)]
 pub struct Config {
     /// Address to serve HTTP and WebSocket on. Port 0 binds a free port; the bound
     /// address is logged.

@@ -31,6 +31,19 @@ const ENDPOINT_VARIABLES: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
+/// What `--help` says of traces (both binaries, after the options), naming each
+/// variable read, so the manifests' tests can check the ones they set.
+pub const HELP: &str = "Traces (OpenTelemetry over OTLP/gRPC), off unless an endpoint is set:
+  OTEL_EXPORTER_OTLP_ENDPOINT          the collector, e.g. http://otel-collector:4317
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   the same, for traces only (wins)
+  OTEL_EXPORTER_OTLP_TIMEOUT           ms an export may take (default 10000)
+  OTEL_EXPORTER_OTLP_PROTOCOL          grpc (the only one built in)
+  OTEL_SERVICE_NAME                    service.name (default: the binary's name)
+  OTEL_RESOURCE_ATTRIBUTES             more resource attributes, key=value,...
+  OTEL_TRACES_SAMPLER                  e.g. parentbased_traceidratio (default parentbased_always_on)
+  OTEL_TRACES_SAMPLER_ARG              its ratio, e.g. 0.1
+  OTEL_BSP_SCHEDULE_DELAY              ms between exports (default 5000)";
+
 /// The name of a span kept out of traces (a stream that lasts hours): its log
 /// lines keep their context, no trace gets a span that never ends.
 pub const UNTRACED_SPAN: &str = "stream";

@@ -579,6 +579,14 @@ pub fn accepted_variables(program: &str) -> Vec<String> {
                 .to_owned()
         })
         .collect();
+    // The OpenTelemetry SDK's standard variables, which the help lists after the
+    // options (one per line, each line starting with the name).
+    names.extend(
+        help.lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|word| word.starts_with("OTEL_"))
+            .map(str::to_owned),
+    );
     names.push("RUST_LOG".to_owned());
     names
 }

@@ -15,7 +15,7 @@ fn database_url(text: &str) -> Result<String, String> {
 /// The user-service: owns the users database, serves users.v1 over gRPC and
 /// gRPC-Web, and publishes every change as an ordered event.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "user-service", version, about, long_about = None)]
+#[command(name = "user-service", version, about, long_about = None, after_help = service_runtime::telemetry::HELP)]
 pub struct Config {
     /// Address to serve gRPC, gRPC-Web, reflection and health on. Port 0 binds a free
     /// port; the bound address is logged.

@@ -218,4 +218,28 @@ fn network_in(manifests: &Manifests, ingress_controller: Endpoint) {
         50051,
         "TCP"
     ));
+
+    // Traces (components/tracing): the two services reach the collector's
+    // OTLP/gRPC port and nothing else of the monitoring namespace; Redis never.
+    let tracing = manifests
+        .environment(manifests.container("gateway"), &|_, _| String::new())
+        .remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let collector = outsider(
+        "opentelemetry-collector",
+        "monitoring",
+        json!({"app.kubernetes.io/name": "opentelemetry-collector"}),
+        json!([{"name": "otlp-grpc", "containerPort": 4317}]),
+    );
+    for source in ours.iter().chain([&debug]) {
+        let expected =
+            tracing.is_some() && matches!(source.name.as_str(), "gateway" | "user-service");
+        assert_eq!(
+            allowed(manifests, source, &collector, 4317, "TCP"),
+            expected,
+            "{} → the collector's 4317",
+            source.name
+        );
+        assert!(!allowed(manifests, source, &collector, 4318, "TCP"));
+        assert!(!allowed(manifests, source, &prometheus, 4317, "TCP"));
+    }
 }
