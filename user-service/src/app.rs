@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::Context;
+use deadpool_redis::Pool;
 use http::{HeaderName, HeaderValue, Method};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -25,10 +26,58 @@ use crate::{
     config::Config,
     grpc::UsersApi,
     metrics::GrpcMetricsLayer,
-    relay::{CURSOR_UNKNOWN, Relay, RelayConfig, redis_pool},
+    relay::{CURSOR_UNKNOWN, Relay, RelayConfig, redis_pool, stream_runs_ahead},
     retention,
     store::{Duty, Store, redact, run_while_held},
 };
+
+/// The relay's Redis pool and stream settings, when `--redis-url` is set.
+fn relay_redis(config: &Config) -> anyhow::Result<Option<(Pool, RelayConfig)>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let url =
+        service_runtime::redis_url::with_password_file(url, config.redis_password_file.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    let relay_config = RelayConfig {
+        stream_key: config.redis_stream_key.clone(),
+        stream_max_len: config.redis_stream_max_len,
+    };
+    let pool = redis_pool(&url).context("the Redis URL")?;
+    Ok(Some((pool, relay_config)))
+}
+
+/// Starts a new epoch when the event stream holds events this database lacks
+/// (see [`stream_runs_ahead`]). Redis out of reach is not fatal: the check is
+/// skipped with a warning, since refusing to start would make Redis a hard
+/// dependency of every restart.
+async fn check_stream_not_ahead(
+    store: &mut Store,
+    pool: &Pool,
+    config: &RelayConfig,
+) -> anyhow::Result<()> {
+    match stream_runs_ahead(pool, config, store).await {
+        Ok(None) => Ok(()),
+        Ok(Some(stream_top)) => {
+            let lost_after = store.newest_seq().await?;
+            let old = store.epoch().to_owned();
+            let new = store.start_new_epoch().await?;
+            tracing::warn!(
+                stream_top,
+                lost_after,
+                old_epoch = %old,
+                new_epoch = %new,
+                "the event stream holds events this database lacks (restored from an older backup?): \
+                 starting a new epoch, so every reader resyncs instead of missing the changes that reuse those seqs"
+            );
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not compare the event stream with the database at start (Redis unreachable?); carrying on");
+            Ok(())
+        }
+    }
+}
 
 /// How long background tasks (relay, retention) get to stop after the server has.
 const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
@@ -52,6 +101,8 @@ pub struct Application {
     /// `--metrics-listen`, bound.
     metrics_listener: Option<TcpListener>,
     store: Arc<Store>,
+    /// The relay's Redis and stream, with `--redis-url`.
+    relay: Option<(Pool, RelayConfig)>,
 }
 
 impl Application {
@@ -60,9 +111,13 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         // Before anything records: values recorded earlier would be lost.
         crate::metrics::install();
-        let store = Store::open(&config.database_url, config.durability)
+        let mut store = Store::open(&config.database_url, config.durability)
             .await
             .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+        let relay = relay_redis(&config)?;
+        if let Some((pool, relay_config)) = &relay {
+            check_stream_not_ahead(&mut store, pool, relay_config).await?;
+        }
         if config.seed_demo_user
             && let Some(user) = store.seed_demo_user().await?
         {
@@ -84,6 +139,7 @@ impl Application {
             listener,
             metrics_listener,
             store: Arc::new(store),
+            relay,
         })
     }
 
@@ -114,6 +170,7 @@ impl Application {
             listener,
             metrics_listener,
             store,
+            relay,
         } = self;
         let stop_tasks = CancellationToken::new();
         let drain = CancellationToken::new();
@@ -135,18 +192,7 @@ impl Application {
 
         let mut tasks = JoinSet::new();
         let mut published = None;
-        if let Some(url) = &config.redis_url {
-            let url = service_runtime::redis_url::with_password_file(
-                url,
-                config.redis_password_file.as_deref(),
-            )
-            .map_err(anyhow::Error::msg)?;
-            let url = &url;
-            let relay_config = RelayConfig {
-                stream_key: config.redis_stream_key.clone(),
-                stream_max_len: config.redis_stream_max_len,
-            };
-            let pool = redis_pool(url).context("the Redis URL")?;
+        if let Some((pool, relay_config)) = relay {
             let cursor = Arc::new(AtomicU64::new(CURSOR_UNKNOWN));
             published = Some(cursor.clone());
             let relay_store = store.clone();

@@ -96,6 +96,44 @@ pub fn redis_pool(url: &str) -> anyhow::Result<Pool> {
     Ok(config.create_pool(Some(Runtime::Tokio1))?)
 }
 
+/// The seq of the stream's newest entry when it is of this database's epoch
+/// but newer than any event the database holds: the database lost events that
+/// readers already saw (restored from a backup taken before them). Its next
+/// events would reuse those seqs for other changes, and readers that saw the
+/// lost ones would skip them; the caller starts a new epoch instead, so every
+/// reader resyncs. `None` when the stream is empty, another epoch's, or not
+/// ahead. Read the stream first, then the database: whatever the stream holds
+/// was committed before it was published, so a healthy database always has it.
+pub async fn stream_runs_ahead(
+    pool: &Pool,
+    config: &RelayConfig,
+    store: &Store,
+) -> anyhow::Result<Option<u64>> {
+    let mut conn = tokio::time::timeout(REDIS_TIMEOUT, pool.get()).await??;
+    let newest: redis::streams::StreamRangeReply = tokio::time::timeout(
+        REDIS_TIMEOUT,
+        redis::cmd("XREVRANGE")
+            .arg(&config.stream_key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn),
+    )
+    .await??;
+    let Some(top) = newest.ids.first() else {
+        return Ok(None);
+    };
+    let seq = stream::entry_seq(&top.id)
+        .ok_or_else(|| anyhow::anyhow!("stream entry id {:?} is not <seq>-0", top.id))?;
+    let epoch: Option<String> = top.get(stream::EPOCH_FIELD);
+    if epoch.as_deref() != Some(store.epoch()) {
+        return Ok(None);
+    }
+    let held = store.newest_seq().await?;
+    Ok((seq > held).then_some(seq))
+}
+
 /// What one append call found.
 enum Outcome {
     /// Published up to this seq.

@@ -123,6 +123,21 @@ impl Store {
         &self.epoch
     }
 
+    /// Gives the database a new epoch, before anything is served: its events
+    /// are then a new sequence to every reader, who resyncs instead of
+    /// resuming. For a database that lost events others saw (a restore from a
+    /// backup older than the stream it published).
+    pub async fn start_new_epoch(&mut self) -> Result<&str, Error> {
+        self.epoch = on_engine!(self, engine => engine.new_epoch().await)?;
+        Ok(&self.epoch)
+    }
+
+    /// The newest seq the database holds, read now (other processes' commits
+    /// included).
+    pub async fn newest_seq(&self) -> Result<u64, Error> {
+        on_engine!(self, engine => engine.newest_seq().await)
+    }
+
     /// The newest seq this process has announced (0 when no event was ever
     /// recorded).
     pub fn head(&self) -> u64 {

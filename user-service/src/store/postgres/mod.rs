@@ -222,6 +222,24 @@ impl PgStore {
         Ok(())
     }
 
+    /// See [`super::Store::start_new_epoch`].
+    pub async fn new_epoch(&self) -> Result<String, Error> {
+        Ok(sqlx::query_scalar(
+            "UPDATE meta SET value = md5(random()::text || clock_timestamp()::text)
+             WHERE key = 'epoch' RETURNING value",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The newest seq the database holds (every process's commits).
+    pub async fn newest_seq(&self) -> Result<u64, Error> {
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(newest as u64)
+    }
+
     /// Deletes the events with a seq at most `upto`; returns how many went.
     /// Only retention's lease holder calls it.
     pub async fn prune_events(&self, upto: u64) -> Result<u64, Error> {

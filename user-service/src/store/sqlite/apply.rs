@@ -29,6 +29,8 @@ pub enum Write {
     SetPublished { seq: u64 },
     /// Deletes events with a seq at most this; answers how many went.
     Prune { upto: u64 },
+    /// Gives the database a new random epoch; answers it.
+    NewEpoch,
 }
 
 impl Write {
@@ -48,6 +50,8 @@ pub enum Written {
     User(User, Option<u64>),
     /// How many rows a maintenance write changed (a prune: events deleted).
     Count(u64),
+    /// The database's new epoch.
+    Epoch(String),
 }
 
 /// A tiny real write that must reach the disk: one meta row rewritten with a new
@@ -139,6 +143,15 @@ pub(super) fn apply(
                 .prepare_cached("DELETE FROM events WHERE seq <= ?")?
                 .execute(params![*upto as i64])?;
             Ok((Written::Count(deleted as u64), None))
+        }
+        Write::NewEpoch => {
+            let epoch = conn
+                .prepare_cached(
+                    "UPDATE meta SET value = lower(hex(randomblob(16))) WHERE key = 'epoch'
+                     RETURNING value",
+                )?
+                .query_row([], |row| row.get(0))?;
+            Ok((Written::Epoch(epoch), None))
         }
     }
 }

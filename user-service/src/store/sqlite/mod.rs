@@ -158,7 +158,7 @@ impl SqliteStore {
     pub async fn write_user(&self, write: UserWrite) -> Result<Saved, Error> {
         match self.writer.submit(Write::User(write)).await? {
             Written::User(user, seq) => Ok(Saved { user, seq }),
-            Written::Count(_) => Err(Error::Internal("a user write answered a count".into())),
+            _ => Err(Error::Internal("a user write answered no user".into())),
         }
     }
 
@@ -211,8 +211,24 @@ impl SqliteStore {
     pub async fn prune_events(&self, upto: u64) -> Result<u64, Error> {
         match self.writer.submit(Write::Prune { upto }).await? {
             Written::Count(deleted) => Ok(deleted),
-            Written::User(..) => Err(Error::Internal("a prune answered a user".into())),
+            _ => Err(Error::Internal("a prune answered no count".into())),
         }
+    }
+
+    /// See [`super::Store::start_new_epoch`].
+    pub async fn new_epoch(&self) -> Result<String, Error> {
+        match self.writer.submit(Write::NewEpoch).await? {
+            Written::Epoch(epoch) => Ok(epoch),
+            _ => Err(Error::Internal("a new epoch answered no epoch".into())),
+        }
+    }
+
+    /// The newest seq the database holds.
+    pub async fn newest_seq(&self) -> Result<u64, Error> {
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(newest as u64)
     }
 
     /// Runs `create` when the database never held a user. The writer is the
