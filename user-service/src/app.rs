@@ -28,7 +28,7 @@ use crate::{
     metrics::GrpcMetricsLayer,
     relay::{CURSOR_UNKNOWN, Relay, RelayConfig, redis_pool, stream_runs_ahead},
     retention,
-    store::{Duty, Store, redact, run_while_held},
+    store::{Duty, SqliteSettings, Store, redact, run_while_held},
 };
 
 /// The relay's Redis pool and stream settings, when `--redis-url` is set.
@@ -111,7 +111,11 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         // Before anything records: values recorded earlier would be lost.
         crate::metrics::install();
-        let mut store = Store::open(&config.database_url, config.durability)
+        let sqlite = SqliteSettings {
+            durability: config.durability,
+            checkpoints: config.wal_checkpoints,
+        };
+        let mut store = Store::open(&config.database_url, sqlite)
             .await
             .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
         let relay = relay_redis(&config)?;

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 pub use service_runtime::LogFormat;
 
-use crate::store::{Durability, backend};
+use crate::store::{Checkpoints, Durability, backend};
 
 /// `--database-url` as given, once its scheme names a backend this build has.
 fn database_url(text: &str) -> Result<String, String> {
@@ -59,6 +59,13 @@ pub struct Config {
     /// process.
     #[arg(long, env = "DURABILITY", value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
+
+    /// Who checkpoints SQLite's WAL into the database file: `service` (this
+    /// process, shortly after writes) or `external`: another process that must own
+    /// checkpointing, such as Litestream replicating the file, so the service never
+    /// checkpoints (and without that process the WAL only grows). PostgreSQL: no effect.
+    #[arg(long, env = "WAL_CHECKPOINTS", value_enum, default_value_t = Checkpoints::Service)]
+    pub wal_checkpoints: Checkpoints,
 
     /// Redis URL (e.g. redis://127.0.0.1:6379, or redis://USER:PASSWORD@HOST:PORT
     /// for an ACL user). When set, a relay publishes every event to a Redis
@@ -134,6 +141,7 @@ impl Config {
             metrics_listen: None,
             database_url: database_url.into(),
             durability: Durability::Full,
+            wal_checkpoints: Checkpoints::Service,
             redis_url: None,
             redis_password_file: None,
             redis_stream_key: users_proto::stream::DEFAULT_KEY.into(),

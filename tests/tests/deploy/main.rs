@@ -88,10 +88,7 @@ fn pods(manifests: &Manifests) -> Vec<Endpoint> {
             name: workload["metadata"]["name"].as_str().unwrap().to_owned(),
             namespace: namespace.clone(),
             labels: workload["spec"]["template"]["metadata"]["labels"].clone(),
-            containers: workload["spec"]["template"]["spec"]["containers"]
-                .as_array()
-                .unwrap()
-                .clone(),
+            containers: manifests::pod_containers(&workload["spec"]["template"]["spec"]),
         })
         .collect()
 }
@@ -105,12 +102,66 @@ fn outsider(name: &str, namespace: &str, labels: Value, ports: Value) -> Endpoin
     }
 }
 
+/// Something outside the cluster at `address` (an object store): no namespace,
+/// no labels, reached by an `ipBlock` only.
+fn external(name: &str, address: &str, ports: Value) -> Endpoint {
+    Endpoint {
+        name: name.to_owned(),
+        namespace: Value::Null,
+        labels: json!({ "address": address }),
+        containers: vec![json!({"name": name, "ports": ports})],
+    }
+}
+
+/// Whether an `ipBlock` peer covers `endpoint`. Pods (a namespace) have
+/// addresses in the private ranges every ipBlock here excepts, so only an
+/// external endpoint can match, by its address.
+fn ip_block_covers(block: &Value, endpoint: &Endpoint) -> bool {
+    let Some(address) = endpoint.labels["address"].as_str() else {
+        return false;
+    };
+    if !endpoint.namespace.is_null() {
+        return false;
+    }
+    let address: std::net::Ipv4Addr = address.parse().unwrap();
+    let within = |cidr: &str| {
+        let (network, bits) = cidr.split_once('/').expect("a CIDR");
+        let network: std::net::Ipv4Addr = network.parse().expect("an IPv4 CIDR");
+        let bits: u32 = bits.parse().unwrap();
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        u32::from(address) & mask == u32::from(network) & mask
+    };
+    let excepted = block["except"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|cidr| within(cidr.as_str().unwrap()));
+    // Private ranges must be excepted: pods are never "the internet".
+    for private in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"] {
+        assert!(
+            block["except"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c == private),
+            "an ipBlock that does not except {private} would let pods reach the cluster: {block}"
+        );
+    }
+    within(block["cidr"].as_str().unwrap()) && !excepted
+}
+
 /// Whether a NetworkPolicy peer (`from`/`to` entry) is `endpoint`.
 fn peer_is(peer: &Value, own_namespace: &Value, endpoint: &Endpoint) -> bool {
-    assert!(
-        peer.get("ipBlock").is_none(),
-        "ipBlock peers are not checked"
-    );
+    if let Some(block) = peer.get("ipBlock") {
+        return ip_block_covers(block, endpoint);
+    }
+    if endpoint.namespace.is_null() {
+        return false;
+    }
     let namespace = match peer.get("namespaceSelector") {
         Some(selector) => selects(&match_labels(selector), &endpoint.namespace),
         None => endpoint.namespace == *own_namespace,

@@ -95,7 +95,7 @@ fn network_in(manifests: &Manifests, ingress_controller: Endpoint) {
         for (rules, peers) in [("ingress", "from"), ("egress", "to")] {
             for rule in policy["spec"][rules].as_array().into_iter().flatten() {
                 for peer in rule[peers].as_array().into_iter().flatten() {
-                    if peer.get("namespaceSelector").is_none() {
+                    if peer.get("namespaceSelector").is_none() && peer.get("ipBlock").is_none() {
                         assert!(
                             ours.iter().any(|p| peer_is(peer, &own, p)),
                             "NetworkPolicy {name}: the peer {peer} is no pod of ours"
@@ -110,6 +110,7 @@ fn network_in(manifests: &Manifests, ingress_controller: Endpoint) {
         ("ingress-controller", "gateway", "http"),
         ("prometheus", "gateway", "http"),
         ("prometheus", "user-service", "metrics"),
+        ("prometheus", "user-service", "ls-metrics"),
         ("gateway", "user-service", "grpc"),
         ("gateway", "redis", "redis"),
         ("user-service", "redis", "redis"),
@@ -147,7 +148,7 @@ fn network_in(manifests: &Manifests, ingress_controller: Endpoint) {
         .collect();
     for destination in &ours {
         for container in &destination.containers {
-            for port in container["ports"].as_array().unwrap() {
+            for port in container["ports"].as_array().into_iter().flatten() {
                 let port_name = port["name"].as_str().unwrap();
                 let number = u16::try_from(port["containerPort"].as_u64().unwrap()).unwrap();
                 for source in sources.iter().filter(|s| s.name != destination.name) {
@@ -241,5 +242,31 @@ fn network_in(manifests: &Manifests, ingress_controller: Endpoint) {
         );
         assert!(!allowed(manifests, source, &collector, 4318, "TCP"));
         assert!(!allowed(manifests, source, &prometheus, 4317, "TCP"));
+    }
+
+    // Backups (the Litestream sidecar in the SQLite pod): the user-service pod
+    // reaches an object store over HTTPS and nothing else of the internet; of
+    // the rest only the database's instances reach 443 anywhere (the API
+    // server, whose address differs per cluster; components/postgres).
+    let sidecar = manifests.workloads().any(|w| {
+        manifests::pod_containers(&w["spec"]["template"]["spec"])
+            .iter()
+            .any(|c| c["name"] == "litestream")
+    });
+    let store = external(
+        "object-store",
+        "52.216.8.10",
+        json!([{"name": "https", "containerPort": 443}]),
+    );
+    for source in ours.iter().chain([&debug]) {
+        let expected = (sidecar && source.name == "user-service")
+            || databases.iter().any(|d| d.name == source.name);
+        assert_eq!(
+            allowed(manifests, source, &store, 443, "TCP"),
+            expected,
+            "{} → an object store's 443",
+            source.name
+        );
+        assert!(!allowed(manifests, source, &store, 80, "TCP"));
     }
 }

@@ -33,7 +33,7 @@ fn locked_down_and_sized_in(manifests: &Manifests, variant: &str) {
             spec["enableServiceLinks"], false,
             "{name}: no service env links"
         );
-        for container in spec["containers"].as_array().unwrap() {
+        for container in &manifests::pod_containers(spec) {
             let security = &container["securityContext"];
             assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
             assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
@@ -69,7 +69,7 @@ fn locked_down_and_sized_in(manifests: &Manifests, variant: &str) {
     // The user-service is the last to go: Guaranteed QoS (requests equal to
     // limits) and a PriorityClass of the manifests'.
     let spec = &manifests.pod_template("user-service")["spec"];
-    for container in spec["containers"].as_array().unwrap() {
+    for container in &manifests::pod_containers(spec) {
         assert_eq!(
             container["resources"]["requests"], container["resources"]["limits"],
             "{variant}: the user-service's requests equal its limits (Guaranteed QoS)"

@@ -15,18 +15,28 @@ fn the_kustomization_lists_every_manifest_and_nothing_else() {
     let manifests = Manifests::load();
     let listed: BTreeSet<String> = manifests.files.iter().cloned().collect();
     assert_eq!(listed.len(), manifests.files.len(), "a file listed twice");
+    let kustomization = &manifests::parse_yaml(&manifests::k8s_dir().join("kustomization.yaml"))[0];
+    // Files a ConfigMap is made of (litestream.yml) are data, not manifests.
+    let generated: BTreeSet<String> = kustomization["configMapGenerator"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["files"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
     let present: BTreeSet<String> = std::fs::read_dir(manifests::k8s_dir())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| {
-            (name.ends_with(".yaml") || name.ends_with(".yml")) && name != "kustomization.yaml"
+            (name.ends_with(".yaml") || name.ends_with(".yml"))
+                && name != "kustomization.yaml"
+                && !generated.contains(name)
         })
         .collect();
     assert_eq!(
         listed, present,
         "kustomization.yaml lists exactly the files"
     );
-    let kustomization = &manifests::parse_yaml(&manifests::k8s_dir().join("kustomization.yaml"))[0];
     for key in kustomization.as_object().unwrap().keys() {
         assert!(
             [
@@ -81,11 +91,7 @@ fn no_keys_are_committed_and_settings_changes_roll_the_pods() {
     // refuses to start (checked in running.rs).
     let used: BTreeSet<String> = manifests
         .workloads()
-        .flat_map(|w| {
-            w["spec"]["template"]["spec"]["containers"]
-                .as_array()
-                .unwrap()
-        })
+        .flat_map(|w| manifests::pod_containers(&w["spec"]["template"]["spec"]))
         .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
         .filter(|v| v["valueFrom"]["secretKeyRef"]["name"] == "users-secrets")
         .map(|v| {
@@ -122,10 +128,7 @@ fn no_keys_are_committed_and_settings_changes_roll_the_pods() {
     }
     for variant in variants() {
         for workload in variant.manifests.workloads() {
-            for container in workload["spec"]["template"]["spec"]["containers"]
-                .as_array()
-                .unwrap()
-            {
+            for container in &manifests::pod_containers(&workload["spec"]["template"]["spec"]) {
                 for source in container["envFrom"].as_array().into_iter().flatten() {
                     if let Some(name) = source["configMapRef"]["name"].as_str() {
                         assert!(
@@ -449,10 +452,7 @@ fn config_map_and_secret_references_resolve() {
 
 fn references_resolve_in(manifests: &Manifests) {
     for workload in manifests.workloads() {
-        for container in workload["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .unwrap()
-        {
+        for container in &manifests::pod_containers(&workload["spec"]["template"]["spec"]) {
             // Panics on a missing ConfigMap, Secret or key.
             manifests.environment(container, &|secret, key| {
                 assert!(manifests.secret_keys(secret).contains(&key.to_owned()));

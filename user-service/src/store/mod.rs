@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, watch};
 pub use backend::{Backend, backend, redact};
 pub use change::UserWrite;
 pub use lease::{Duty, Lease, run_while_held};
-pub use sqlite::Durability;
+pub use sqlite::{Checkpoints, Durability, SqliteSettings};
 
 use crate::{
     domain::{Changes, Event, FieldViolation, User},
@@ -90,12 +90,13 @@ pub struct UserPage {
 impl Store {
     /// Opens the database `url` names (see [`backend`]), applies its migrations,
     /// reads the epoch and the newest seq, and starts the engine's tasks.
-    /// `durability` applies to SQLite; PostgreSQL's is its own configuration.
-    pub async fn open(url: &str, durability: Durability) -> Result<Store, Error> {
+    /// `sqlite` applies to SQLite; PostgreSQL's durability and checkpoints are
+    /// its own configuration.
+    pub async fn open(url: &str, sqlite: SqliteSettings) -> Result<Store, Error> {
         let backend = backend(url).map_err(Error::Internal)?;
         let (engine, epoch, feed) = match backend {
             Backend::Sqlite => {
-                let (engine, epoch, feed) = SqliteStore::open(url, durability).await?;
+                let (engine, epoch, feed) = SqliteStore::open(url, sqlite).await?;
                 (Engine::Sqlite(engine), epoch, feed)
             }
             Backend::Postgres => {

@@ -6,6 +6,7 @@ mod helpers;
 #[path = "../common/stream.rs"]
 mod stream;
 
+mod checkpoints;
 mod concurrency;
 mod crud;
 mod database_url;

@@ -43,9 +43,10 @@ async fn the_default_database_folder_is_created_when_missing() {
     let path = dir.path().join("nested/deeper/users.db");
 
     let url = format!("sqlite://{}", path.display());
-    let store = user_service::store::Store::open(&url, user_service::store::Durability::Full)
-        .await
-        .expect("the store opens");
+    let store =
+        user_service::store::Store::open(&url, user_service::store::SqliteSettings::default())
+            .await
+            .expect("the store opens");
 
     assert!(path.exists());
     assert_eq!(store.head(), 0);

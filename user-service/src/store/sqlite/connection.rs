@@ -16,6 +16,28 @@ pub enum Durability {
     Normal,
 }
 
+/// Who copies the WAL back into the database file (checkpoints).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Checkpoints {
+    /// This service: a PASSIVE checkpoint shortly after writes, off the write path.
+    #[default]
+    Service,
+    /// Another process on the same file, and only it: Litestream, which must
+    /// own checkpointing to copy every WAL frame before the WAL restarts. The
+    /// service never checkpoints; without that other process the WAL only grows.
+    External,
+}
+
+/// How the SQLite engine keeps its file: what a commit survives and who
+/// checkpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SqliteSettings {
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// See [`Checkpoints`].
+    pub checkpoints: Checkpoints,
+}
+
 /// The PRAGMAs every connection runs with, beside WAL and the busy timeout (which
 /// sqlx and rusqlite each set their own way): sqlx applies them to the read pool,
 /// the migrator and the checkpointer, the writer to its own connection.

@@ -25,7 +25,7 @@ use sqlx::{
 use tokio::sync::watch;
 use writer::Writer;
 
-pub use connection::Durability;
+pub use connection::{Checkpoints, Durability, SqliteSettings};
 
 use super::{
     Saved, UserPage, UserWrite,
@@ -47,12 +47,14 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url`, applies the migrations,
-    /// reads the epoch and the newest seq, and starts the writer and the
-    /// checkpointer; answers the store, its epoch and its feed.
+    /// reads the epoch and the newest seq, and starts the writer and (unless
+    /// another process owns checkpoints) the checkpointer; answers the store,
+    /// its epoch and its feed.
     pub async fn open(
         url: &str,
-        durability: Durability,
+        settings: SqliteSettings,
     ) -> Result<(SqliteStore, String, Arc<Feed>), Error> {
+        let durability = settings.durability;
         let mut options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -84,10 +86,12 @@ impl SqliteStore {
             .fetch_one(&reads)
             .await?;
         let feed = Feed::new(head as u64);
-        tokio::spawn(checkpoint::run(
-            options.clone().create_if_missing(false),
-            feed.head.subscribe(),
-        ));
+        if settings.checkpoints == Checkpoints::Service {
+            tokio::spawn(checkpoint::run(
+                options.clone().create_if_missing(false),
+                feed.head.subscribe(),
+            ));
+        }
         let cache = UserCache::default();
         let writer = Writer::spawn(
             options.get_filename().to_owned(),
