@@ -145,6 +145,36 @@ impl Backups {
         (replicated, local)
     }
 
+    /// Every `litestream_*` metric the alerting rules use is one this
+    /// Litestream exports, scraped from the metrics address the manifest sets.
+    async fn assert_alerts_use_exported_metrics(&self) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let addr = config
+            .lines()
+            .find_map(|line| line.strip_prefix("addr: "))
+            .expect("the config sets addr")
+            .trim_matches('"')
+            .to_owned();
+        let scraped = e2e::Http::new(addr.parse().unwrap()).get("/metrics").await;
+        assert_eq!(scraped.status, 200);
+        let scraped = String::from_utf8_lossy(&scraped.body).into_owned();
+        let rules = std::fs::read_to_string(
+            e2e::manifests::deploy_dir().join("components/monitoring/prometheus-rule.yaml"),
+        )
+        .unwrap();
+        let used: std::collections::BTreeSet<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("litestream_"))
+            .collect();
+        assert!(!used.is_empty(), "the rules watch the backups");
+        for metric in used {
+            assert!(
+                scraped.lines().any(|l| l.starts_with(metric)),
+                "{metric} is not exported by litestream:\n{scraped}"
+            );
+        }
+    }
+
     /// Waits (bounded) until the replica holds every local transaction.
     async fn wait_replicated(&self) -> String {
         eventually(
@@ -218,6 +248,7 @@ async fn a_lost_volume_is_restored_from_the_replica_with_every_write_and_the_sam
     }
     assert_eq!(last, WRITES);
     let replicated = backups.wait_replicated().await;
+    backups.assert_alerts_use_exported_metrics().await;
     // The service never checkpoints here: what reached the database file was
     // copied there by Litestream, after it had the frames.
     eventually(

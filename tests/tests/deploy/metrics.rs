@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 
 /// Metric names the rules use that our binaries do not export, and whose they are.
-const EXTERNAL_METRICS: [(&str, &str); 2] = [
+const EXTERNAL_METRICS: [(&str, &str); 3] = [
     (
         "up",
         "Prometheus itself: 1 while a target's scrape succeeds",
@@ -19,6 +19,10 @@ const EXTERNAL_METRICS: [(&str, &str); 2] = [
     (
         "kube_pod_status_ready",
         "kube-state-metrics (kube-prometheus-stack): a pod's readiness, for the user-service its gRPC health",
+    ),
+    (
+        "litestream_sync_error_count",
+        "the Litestream sidecar (tests/tests/litestream.rs scrapes a real one for it)",
     ),
 ];
 
@@ -404,15 +408,23 @@ fn pod_monitors_scrape_where_the_pods_serve_metrics_and_every_alert_has_a_runboo
             workload,
             "the job label of {workload}'s series is its name (the alerts use it)"
         );
+        let containers = manifests::pod_containers(&manifests.pod_template(workload)["spec"]);
         for endpoint in monitor["spec"]["podMetricsEndpoints"].as_array().unwrap() {
-            let port = container_port(manifests.container(workload), &endpoint["port"])
+            let (container, port) = containers
+                .iter()
+                .find_map(|c| container_port(c, &endpoint["port"]).map(|p| (c, p)))
                 .unwrap_or_else(|| panic!("PodMonitor {name}: no port {}", endpoint["port"]));
-            assert_eq!(
-                annotations["prometheus.io/port"],
-                port.to_string(),
-                "PodMonitor {name} scrapes the port the pods serve metrics on"
-            );
-            assert_eq!(endpoint["path"], annotations["prometheus.io/path"]);
+            if container["name"] == workload {
+                assert_eq!(
+                    annotations["prometheus.io/port"],
+                    port.to_string(),
+                    "PodMonitor {name} scrapes the port the pods serve metrics on"
+                );
+                assert_eq!(endpoint["path"], annotations["prometheus.io/path"]);
+            } else {
+                // A sidecar's own metrics (Litestream's), on the port it declares.
+                assert_eq!(endpoint["path"], "/metrics", "PodMonitor {name}");
+            }
         }
         monitored.insert(workload.to_owned());
     }
