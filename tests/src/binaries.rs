@@ -118,6 +118,17 @@ impl Process {
     }
 }
 
+/// The address a process logged in field `field` (e.g. `metrics_listen`, where
+/// a second listener bound port 0).
+pub fn logged_addr(process: &test_support::Process, field: &str) -> SocketAddr {
+    process
+        .logs()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find_map(|line| line[field].as_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} logged:\n{}", process.logs().join("\n")))
+}
+
 /// The address in a JSON log line saying the process listens (`listen=`).
 fn listening_addr(line: &str) -> Option<SocketAddr> {
     let json = serde_json::from_str::<Value>(line).ok()?;

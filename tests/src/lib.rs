@@ -23,7 +23,7 @@ mod services;
 mod socket;
 mod timeouts;
 
-pub use binaries::{Process, binary, litestream};
+pub use binaries::{Process, binary, litestream, logged_addr};
 pub use http::{Http, Reply};
 pub use services::{UserService, start_gateway, start_gateway_with, unthrottled};
 pub use socket::{Ended, Socket};

@@ -675,6 +675,8 @@ pub async fn start_user_service(
         secrets.get(s, k)
     });
     let dir = tempfile::tempdir().expect("a temporary folder");
+    let redis_url = redis_url_for(&environment, redis);
+    let password = password_file(manifests, secrets, "user-service", &environment);
     let environment = localize(
         environment,
         &[
@@ -684,7 +686,8 @@ pub async fn start_user_service(
                 "DATABASE_URL",
                 format!("sqlite://{}", dir.path().join("users.db").display()),
             ),
-            ("REDIS_URL", redis.url()),
+            ("REDIS_URL", redis_url),
+            ("REDIS_PASSWORD_FILE", password),
         ],
     );
     let process = start_with_environment("user-service", &environment)
@@ -707,14 +710,120 @@ pub fn gateway_environment(
 ) -> Vec<(String, String)> {
     let environment =
         manifests.environment(manifests.container("gateway"), &|s, k| secrets.get(s, k));
+    let redis_url = redis_url_for(&environment, redis);
+    let password = password_file(manifests, secrets, "gateway", &environment);
     localize(
         environment,
         &[
             ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
             ("USER_SERVICE_URL", user_service_url.to_owned()),
-            ("REDIS_URL", redis.url()),
+            ("REDIS_URL", redis_url),
+            ("REDIS_PASSWORD_FILE", password),
         ],
     )
+}
+
+/// A redis-server configured as `redis.yaml` configures its pod: the ACL users
+/// of its `--user` arguments (passwords from `secrets`), the default user off.
+pub async fn start_redis(manifests: &Manifests, secrets: &TestSecrets) -> Redis {
+    let redis = Redis::start().await;
+    let users = redis_acl_users(manifests, secrets);
+    assert!(!users.is_empty(), "redis.yaml defines ACL users");
+    // The default user last: it is the one this connection speaks as.
+    for user in &users {
+        let mut command = vec!["ACL", "SETUSER"];
+        command.extend(user.iter().map(String::as_str));
+        let reply = redis.say(&[&command]).await;
+        assert_eq!(reply, ["+OK"], "ACL SETUSER {user:?}");
+    }
+    redis
+}
+
+/// The Redis container's `--user` arguments, each user's rules as `ACL SETUSER`
+/// takes them, with `$(VAR)` expanded from the container's environment as
+/// Kubernetes expands it; the `default` user's last.
+pub fn redis_acl_users(manifests: &Manifests, secrets: &TestSecrets) -> Vec<Vec<String>> {
+    let container = manifests.container("redis");
+    let environment = manifests.environment(container, &|s, k| secrets.get(s, k));
+    let mut users: Vec<Vec<String>> = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for arg in strings(&container["args"]) {
+        if arg.starts_with("--") {
+            users.extend(current.take());
+            if arg == "--user" {
+                current = Some(Vec::new());
+            }
+        } else if let Some(user) = current.as_mut() {
+            let mut expanded = arg.clone();
+            for (name, value) in &environment {
+                expanded = expanded.replace(&format!("$({name})"), value);
+            }
+            assert!(!expanded.contains("$("), "an unexpanded variable in {arg}");
+            user.push(expanded);
+        }
+    }
+    users.extend(current);
+    users.sort_by_key(|user| user.first().is_some_and(|name| name == "default"));
+    users
+}
+
+/// The manifest's `REDIS_URL` (in `environment`) pointed at `redis`: the same
+/// user, this machine's address.
+fn redis_url_for(environment: &BTreeMap<String, String>, redis: &Redis) -> String {
+    let manifest = environment
+        .get("REDIS_URL")
+        .map(String::as_str)
+        .unwrap_or("");
+    let rest = manifest.strip_prefix("redis://").unwrap_or(manifest);
+    match rest.split_once('@') {
+        Some((user, _)) => format!("redis://{user}@127.0.0.1:{}", redis.port),
+        None => redis.url(),
+    }
+}
+
+/// `REDIS_PASSWORD_FILE` (in `environment`) on this machine: a file holding the
+/// Secret key that `workload`'s pod mounts at that path.
+fn password_file(
+    manifests: &Manifests,
+    secrets: &TestSecrets,
+    workload: &str,
+    environment: &BTreeMap<String, String>,
+) -> String {
+    let Some(path) = environment.get("REDIS_PASSWORD_FILE") else {
+        return String::new();
+    };
+    let path = Path::new(path);
+    let (dir, file) = (path.parent().unwrap(), path.file_name().unwrap());
+    let container = manifests.container(workload);
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| Path::new(m["mountPath"].as_str().unwrap()) == dir)
+        .unwrap_or_else(|| panic!("{workload}: nothing is mounted at {}", dir.display()));
+    let volume = manifests.pod_template(workload)["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("{workload}: no volume {}", mount["name"]));
+    let secret = volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{workload}: {} is no Secret volume", mount["name"]));
+    let key = volume["secret"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|item| item["path"].as_str() == file.to_str())
+        .and_then(|item| item["key"].as_str())
+        .unwrap_or_else(|| panic!("{workload}: the Secret volume has no {file:?}"));
+    let local = tempfile::tempdir()
+        .expect("a temporary folder")
+        .keep()
+        .join("password");
+    std::fs::write(&local, format!("{}\n", secrets.get(secret, key))).unwrap();
+    local.display().to_string()
 }
 
 /// A gateway started with its Deployment's environment (see

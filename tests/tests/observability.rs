@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use e2e::{
     Http, Poll, Process, STEP_TIMEOUT, Socket, UserService, binary,
     credentials::{claims, hs256, random_secret},
-    eventually, metric_value as value, start_gateway,
+    eventually, logged_addr, metric_value as value, start_gateway,
 };
 use serde_json::{Value, json};
 
@@ -43,16 +43,6 @@ async fn scrape_until(addr: SocketAddr, what: &str, done: impl Fn(&str) -> bool)
         },
     )
     .await
-}
-
-/// The address a process logged in field `field` (e.g. `metrics_listen`).
-fn logged_addr(process: &Process, field: &str) -> SocketAddr {
-    process
-        .logs()
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find_map(|line| line[field].as_str()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} logged:\n{}", process.logs().join("\n")))
 }
 
 /// The JSON log lines of `process` that mention `text` anywhere.

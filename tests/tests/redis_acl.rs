@@ -4,48 +4,14 @@
 //! the presence channel. Both services get their password from a file. The
 //! gateway's user cannot forge an event with XADD.
 
-use std::time::Duration;
-
 use e2e::{Http, Redis, Socket, UserService, start_gateway, unthrottled};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sends `commands` (each a list of arguments, in RESP) over one connection to
-/// `port` and returns the raw replies, one line each (enough for status and
-/// error replies).
-async fn redis_say(port: u16, commands: &[&[&str]]) -> Vec<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connecting to Redis");
-    let mut replies = Vec::new();
-    for command in commands {
-        let mut wire = format!("*{}\r\n", command.len());
-        for arg in *command {
-            wire.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(wire.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-            .await
-            .expect("Redis answers")
-            .unwrap();
-        replies.push(
-            String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned(),
-        );
-    }
-    replies
-}
 
 #[tokio::test]
 async fn acl_users_from_password_files_work_and_the_gateways_user_cannot_forge_events() {
     let redis = Redis::start().await;
-    let setup = redis_say(
-        redis.port,
-        &[
+    let setup = redis
+        .say(&[
             // The relay: its script reads the stream's top, appends, and may
             // replace a foreign stream.
             &[
@@ -94,9 +60,8 @@ async fn acl_users_from_password_files_work_and_the_gateways_user_cannot_forge_e
                 "+@all",
             ],
             &["ACL", "SETUSER", "default", "off"],
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(setup.iter().all(|r| r == "+OK"), "{setup:?}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -145,16 +110,14 @@ async fn acl_users_from_password_files_work_and_the_gateways_user_cannot_forge_e
     }
 
     // What a compromised gateway pod could try: forge an event, or drop the stream.
-    let forged = redis_say(
-        redis.port,
-        &[
+    let forged = redis
+        .say(&[
             &["AUTH", "gateway", "gateway-password-0123456789"],
             &["XADD", "users:events", "*", "epoch", "x", "event", "forged"],
             &["DEL", "users:events"],
             &["PUBLISH", "users:events:presence", "{}"],
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(forged[0], "+OK");
     assert!(
         forged[1].starts_with("-NOPERM"),
@@ -168,6 +131,6 @@ async fn acl_users_from_password_files_work_and_the_gateways_user_cannot_forge_e
         forged[3].starts_with(':'),
         "presence is the gateway user's to publish: {forged:?}"
     );
-    let anonymous = redis_say(redis.port, &[&["XADD", "users:events", "*", "a", "b"]]).await;
+    let anonymous = redis.say(&[&["XADD", "users:events", "*", "a", "b"]]).await;
     assert!(anonymous[0].starts_with("-NOAUTH"), "{anonymous:?}");
 }

@@ -64,6 +64,39 @@ impl Redis {
         vec!["--redis-url".to_owned(), self.url()]
     }
 
+    /// Sends `commands` (each a list of arguments, in RESP) over one connection
+    /// and answers the first line of each reply: enough for status and error
+    /// replies (`+OK`, `-NOPERM …`), and for an `AUTH` first to speak as a user.
+    pub async fn say(&self, commands: &[&[&str]]) -> Vec<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connecting to Redis");
+        let mut replies = Vec::new();
+        for command in commands {
+            let mut wire = format!("*{}\r\n", command.len());
+            for arg in *command {
+                wire.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            stream
+                .write_all(wire.as_bytes())
+                .await
+                .expect("writing to Redis");
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("Redis answers")
+                .expect("reading from Redis");
+            replies.push(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+        replies
+    }
+
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().and_then(Process::pid)

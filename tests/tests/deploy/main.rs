@@ -10,7 +10,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use e2e::{
-    Http, Poll, Redis, STEP_TIMEOUT, Socket, free_port,
+    Http, Poll, STEP_TIMEOUT, Socket, free_port,
     manifests::{self, Manifests, TestSecrets, container_port, listen_port, match_labels, selects},
     poll_until,
 };

@@ -283,7 +283,7 @@ async fn every_metric_the_monitoring_uses_is_one_the_binaries_export() {
     // through the gateway, its event on the socket: every histogram has recorded.
     let manifests = Manifests::load();
     let secrets = TestSecrets::new(&manifests);
-    let redis = Redis::start().await;
+    let redis = manifests::start_redis(&manifests, &secrets).await;
     let metrics_port = free_port();
     let users = manifests::start_user_service(&manifests, &secrets, &redis, metrics_port).await;
     let gateway = manifests::start_gateway(&manifests, &secrets, &users.url(), &redis).await;
@@ -306,13 +306,16 @@ async fn every_metric_the_monitoring_uses_is_one_the_binaries_export() {
     assert_eq!(event["type"], "user_update");
 
     let users_http = Http::new(([127, 0, 0, 1], metrics_port).into());
+    let gateway_metrics = Http::new(e2e::logged_addr(&gateway, "metrics_listen"));
     let mut series = BTreeMap::new();
     let mut missing: Vec<String> = Vec::new();
     let expressions = expressions();
     // The relay's lag is recorded as the event reaches Redis, which the socket's
     // frame already proves; a few scrapes allow for the recorder's upkeep.
     for _ in 0..50 {
-        series = scraped(&String::from_utf8_lossy(&http.get("/metrics").await.body));
+        series = scraped(&String::from_utf8_lossy(
+            &gateway_metrics.get("/metrics").await.body,
+        ));
         series.extend(scraped(&String::from_utf8_lossy(
             &users_http.get("/metrics").await.body,
         )));

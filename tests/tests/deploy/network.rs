@@ -108,7 +108,7 @@ fn network_in(manifests: &Manifests, ingress_controller: Endpoint) {
 
     let mut intended: BTreeSet<(&str, &str, &str)> = [
         ("ingress-controller", "gateway", "http"),
-        ("prometheus", "gateway", "http"),
+        ("prometheus", "gateway", "metrics"),
         ("prometheus", "user-service", "metrics"),
         ("prometheus", "user-service", "ls-metrics"),
         ("gateway", "user-service", "grpc"),

@@ -34,7 +34,7 @@ async fn until_ok(http: &Http, path: &str) -> e2e::Reply {
 async fn the_user_service_runs_with_its_manifest_and_answers_its_probes() {
     let manifests = Manifests::load();
     let secrets = TestSecrets::new(&manifests);
-    let redis = Redis::start().await;
+    let redis = manifests::start_redis(&manifests, &secrets).await;
     let metrics_port = free_port();
     let users = manifests::start_user_service(&manifests, &secrets, &redis, metrics_port).await;
     let container = manifests.container("user-service");
@@ -95,7 +95,7 @@ async fn the_user_service_runs_with_its_manifest_and_answers_its_probes() {
 async fn the_gateway_runs_with_its_manifest_and_answers_its_probes() {
     let manifests = Manifests::load();
     let secrets = TestSecrets::new(&manifests);
-    let redis = Redis::start().await;
+    let redis = manifests::start_redis(&manifests, &secrets).await;
     let users = manifests::start_user_service(&manifests, &secrets, &redis, free_port()).await;
     let gateway = manifests::start_gateway(&manifests, &secrets, &users.url(), &redis).await;
     let http = Http::new(gateway.addr);
@@ -137,20 +137,59 @@ async fn the_gateway_runs_with_its_manifest_and_answers_its_probes() {
     let hello = socket.next(STEP_TIMEOUT).await.expect("a hello frame");
     assert_eq!(hello["type"], "hello");
 
-    // Metrics where the scrape annotations say (the main port).
+    // Metrics where the scrape annotations say: the metrics port, not the
+    // public one (which answers 404 for /metrics).
     let annotations = &manifests.pod_template("gateway")["metadata"]["annotations"];
     let scrape_port: u16 = annotations["prometheus.io/port"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
+    let metrics_listen = setting(&manifests, &secrets, "gateway", "METRICS_LISTEN_ADDR");
+    assert_eq!(listen_port(&metrics_listen), scrape_port);
     assert_eq!(
-        scrape_port, port,
-        "the gateway's metrics are on its listen port"
+        container_port(container, &json!("metrics")),
+        Some(scrape_port)
     );
     let path = annotations["prometheus.io/path"].as_str().unwrap();
-    let metrics = http.get(path).await;
+    let internal = Http::new(e2e::logged_addr(&gateway, "metrics_listen"));
+    let metrics = internal.get(path).await;
     assert_eq!(metrics.status, 200, "GET {path}: {:?}", metrics.body);
+    assert_eq!(http.get(path).await.status, 404, "not on the public port");
+
+    // Redis as redis.yaml runs it: the gateway's ACL user (its URL and password
+    // file) reads the stream, and may not write it; nobody may anonymously.
+    let gateway_env = manifests::gateway_environment(&manifests, &secrets, &users.url(), &redis);
+    let password = gateway_env
+        .iter()
+        .find(|(k, _)| k == "REDIS_PASSWORD_FILE")
+        .map(|(_, v)| std::fs::read_to_string(v).unwrap())
+        .expect("the gateway reads its Redis password from a file");
+    let user = setting(&manifests, &secrets, "gateway", "REDIS_URL");
+    let user = user
+        .trim_start_matches("redis://")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let said = redis
+        .say(&[
+            &["AUTH", &user, password.trim()],
+            &["XREVRANGE", "users:events", "+", "-", "COUNT", "1"],
+            &["XADD", "users:events", "*", "epoch", "x", "event", "forged"],
+        ])
+        .await;
+    assert_eq!(said[0], "+OK", "{said:?}");
+    assert!(
+        said[1].starts_with('*'),
+        "the gateway's user reads: {said:?}"
+    );
+    assert!(
+        said[2].starts_with("-NOPERM"),
+        "and may not forge: {said:?}"
+    );
+    let anonymous = redis.say(&[&["XREVRANGE", "users:events", "+", "-"]]).await;
+    assert!(anonymous[0].starts_with("-NOAUTH"), "{anonymous:?}");
 
     for line in gateway.logs() {
         assert!(
@@ -164,7 +203,7 @@ async fn the_gateway_runs_with_its_manifest_and_answers_its_probes() {
 async fn a_gateway_given_the_placeholder_jwt_key_refuses_to_start() {
     let manifests = Manifests::load();
     let secrets = TestSecrets::new(&manifests);
-    let redis = Redis::start().await;
+    let redis = manifests::start_redis(&manifests, &secrets).await;
     let mut environment =
         manifests::gateway_environment(&manifests, &secrets, "http://127.0.0.1:1", &redis);
     let placeholder = manifests.secret_value("users-secrets", "jwt-secret");

@@ -641,3 +641,75 @@ fn the_tests_read_the_manifests_as_kustomize_renders_them() {
         }
     }
 }
+
+#[test]
+fn each_service_speaks_to_redis_as_an_acl_user_allowed_only_its_part() {
+    for variant in variants() {
+        let manifests = &variant.manifests;
+        let secrets = TestSecrets::new(manifests);
+        let users: BTreeMap<String, Vec<String>> = manifests::redis_acl_users(manifests, &secrets)
+            .into_iter()
+            .map(|rules| (rules[0].clone(), rules[1..].to_vec()))
+            .collect();
+        assert!(
+            users["default"].contains(&"off".to_owned())
+                && !users["default"].contains(&"on".to_owned()),
+            "{}: no anonymous access",
+            variant.name
+        );
+        for (workload, needs, never) in [
+            (
+                "user-service",
+                &["+eval", "+xadd", "+xrevrange"][..],
+                &["+@all"][..],
+            ),
+            (
+                "gateway",
+                &["+xread", "+subscribe", "+publish"][..],
+                &["+xadd", "+del", "+eval", "+@all"][..],
+            ),
+        ] {
+            let env =
+                manifests.environment(manifests.container(workload), &|s, k| secrets.get(s, k));
+            let url = env["REDIS_URL"].trim_start_matches("redis://");
+            let (user, _) = url
+                .split_once('@')
+                .unwrap_or_else(|| panic!("{}: {workload} speaks as an ACL user", variant.name));
+            assert!(!user.contains(':'), "{workload}: no password in REDIS_URL");
+            assert!(
+                env.contains_key("REDIS_PASSWORD_FILE"),
+                "{workload}: a password file"
+            );
+            let rules = users
+                .get(user)
+                .unwrap_or_else(|| panic!("{}: redis.yaml has no user {user}", variant.name));
+            let key = &env["REDIS_STREAM_KEY"];
+            assert!(
+                rules.contains(&format!("~{key}")),
+                "{workload}: the stream key {key}"
+            );
+            assert!(
+                rules.contains(&"resetkeys".to_owned())
+                    && rules.contains(&"resetchannels".to_owned())
+            );
+            for rule in needs {
+                assert!(
+                    rules.contains(&(*rule).to_owned()),
+                    "{workload} needs {rule}"
+                );
+            }
+            for rule in never {
+                assert!(
+                    !rules.contains(&(*rule).to_owned()),
+                    "{workload} must not have {rule}"
+                );
+            }
+            if workload == "gateway" {
+                assert!(
+                    rules.contains(&format!("&{key}:presence")),
+                    "the presence channel"
+                );
+            }
+        }
+    }
+}
