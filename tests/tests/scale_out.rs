@@ -11,7 +11,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use e2e::{
-    Ended, Http, Poll, Redis, Socket, eventually, free_port,
+    Ended, Http, Poll, Socket, eventually, free_port,
     manifests::{self, Manifests, TestSecrets},
 };
 use futures::{StreamExt, stream};
@@ -150,7 +150,7 @@ async fn three_gateways_deliver_every_event_and_a_stopped_ones_sockets_resume_el
     let started = std::time::Instant::now();
     let manifests = Manifests::load();
     let secrets = TestSecrets::new(&manifests);
-    let redis = Redis::start().await;
+    let redis = manifests::start_redis(&manifests, &secrets).await;
     let users = manifests::start_user_service(&manifests, &secrets, &redis, free_port()).await;
     let mut gateways = Vec::new();
     for _ in 0..GATEWAYS {
