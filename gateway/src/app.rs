@@ -60,7 +60,7 @@ impl Application {
         // Before anything records: values recorded earlier would be lost.
         crate::observe::install();
         let auth = Arc::new(Authenticator::new(&config.auth)?);
-        let credentials = Credentials::new(config.service_token.as_deref())?;
+        let credentials = Credentials::new(config.token())?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 pub use service_runtime::LogFormat;
+use service_runtime::secret::FileSecret;
 
 use crate::{
     security::{
@@ -178,6 +179,12 @@ pub struct Config {
           value_parser = service_runtime::secret::strong)]
     pub service_token: Option<String>,
 
+    /// `--service-token` read from this file (its first line): a mounted
+    /// Kubernetes Secret, kept out of the environment. Held to the same rule.
+    #[arg(long, env = "SERVICE_TOKEN_FILE", value_name = "PATH",
+          value_parser = service_runtime::secret::strong_file, conflicts_with = "service_token")]
+    pub service_token_file: Option<FileSecret>,
+
     /// PEM CA certificate to trust for an `https://` user-service URL (unset: the
     /// system's roots).
     #[arg(long, env = "USER_SERVICE_CA")]
@@ -258,6 +265,14 @@ pub enum Command {
 const DEFAULT_WS_MAX_TOTAL: usize = 10_000;
 
 impl Config {
+    /// The token sent to the user-service, from `--service-token` or its file.
+    pub fn token(&self) -> Option<&str> {
+        service_runtime::secret::given(
+            self.service_token.as_deref(),
+            self.service_token_file.as_ref(),
+        )
+    }
+
     /// The rate limits and socket caps, under a connection cap of
     /// `max_connections`.
     pub fn limits(&self, max_connections: usize) -> LimitSettings {

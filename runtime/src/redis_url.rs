@@ -11,16 +11,8 @@ pub fn with_password_file(url: &str, password_file: Option<&Path>) -> Result<Str
     let Some(path) = password_file else {
         return Ok(url.to_owned());
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading the Redis password file {}: {e}", path.display()))?;
-    let password = text.lines().next().unwrap_or_default().trim();
-    if password.is_empty() {
-        return Err(format!(
-            "the Redis password file {} is empty",
-            path.display()
-        ));
-    }
-    with_password(url, password)
+    let password = crate::secret::read_file(path, "Redis password")?;
+    with_password(url, &password)
 }
 
 fn with_password(url: &str, password: &str) -> Result<String, String> {

@@ -676,20 +676,22 @@ pub async fn start_user_service(
     });
     let dir = tempfile::tempdir().expect("a temporary folder");
     let redis_url = redis_url_for(&environment, redis);
-    let password = password_file(manifests, secrets, "user-service", &environment);
-    let environment = localize(
-        environment,
-        &[
-            ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("METRICS_LISTEN_ADDR", format!("127.0.0.1:{metrics_port}")),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("users.db").display()),
-            ),
-            ("REDIS_URL", redis_url),
-            ("REDIS_PASSWORD_FILE", password),
-        ],
-    );
+    let mut local = vec![
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("METRICS_LISTEN_ADDR", format!("127.0.0.1:{metrics_port}")),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("users.db").display()),
+        ),
+        ("REDIS_URL", redis_url),
+    ];
+    local.extend(secret_files(
+        manifests,
+        secrets,
+        "user-service",
+        &environment,
+    ));
+    let environment = localize(environment, &local);
     let process = start_with_environment("user-service", &environment)
         .await
         .expect("the user-service starts with its manifest's environment");
@@ -711,17 +713,14 @@ pub fn gateway_environment(
     let environment =
         manifests.environment(manifests.container("gateway"), &|s, k| secrets.get(s, k));
     let redis_url = redis_url_for(&environment, redis);
-    let password = password_file(manifests, secrets, "gateway", &environment);
-    localize(
-        environment,
-        &[
-            ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("USER_SERVICE_URL", user_service_url.to_owned()),
-            ("REDIS_URL", redis_url),
-            ("REDIS_PASSWORD_FILE", password),
-        ],
-    )
+    let mut local = vec![
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("USER_SERVICE_URL", user_service_url.to_owned()),
+        ("REDIS_URL", redis_url),
+    ];
+    local.extend(secret_files(manifests, secrets, "gateway", &environment));
+    localize(environment, &local)
 }
 
 /// A redis-server configured as `redis.yaml` configures its pod: the ACL users
@@ -782,17 +781,48 @@ fn redis_url_for(environment: &BTreeMap<String, String>, redis: &Redis) -> Strin
     }
 }
 
-/// `REDIS_PASSWORD_FILE` (in `environment`) on this machine: a file holding the
-/// Secret key that `workload`'s pod mounts at that path.
-fn password_file(
+/// Every `*_FILE` variable of `environment` whose path is in a Secret volume of
+/// `workload`'s pod, pointed at a file on this machine holding that Secret key's
+/// test value: the secrets as the pod would read them.
+fn secret_files(
     manifests: &Manifests,
     secrets: &TestSecrets,
     workload: &str,
     environment: &BTreeMap<String, String>,
+) -> Vec<(&'static str, String)> {
+    let local = tempfile::tempdir().expect("a temporary folder").keep();
+    SECRET_FILE_VARIABLES
+        .iter()
+        .filter_map(|&variable| {
+            let path = environment.get(variable)?;
+            let value = secret_file_value(manifests, secrets, workload, path);
+            let file = local.join(variable.to_ascii_lowercase());
+            std::fs::write(&file, format!("{value}\n")).unwrap();
+            Some((variable, file.display().to_string()))
+        })
+        .collect()
+}
+
+/// The variables by which the binaries read a secret from a file.
+const SECRET_FILE_VARIABLES: [&str; 3] = [
+    "REDIS_PASSWORD_FILE",
+    "JWT_SECRET_FILE",
+    "SERVICE_TOKEN_FILE",
+];
+
+/// The test value of the Secret key that `workload`'s pod mounts at `path`.
+pub fn secret_file_value(
+    manifests: &Manifests,
+    secrets: &TestSecrets,
+    workload: &str,
+    path: &str,
 ) -> String {
-    let Some(path) = environment.get("REDIS_PASSWORD_FILE") else {
-        return String::new();
-    };
+    let (secret, key) = mounted_secret_key(manifests, workload, path);
+    secrets.get(&secret, &key)
+}
+
+/// The Secret and key that `workload`'s container mounts as the file `path`.
+pub fn mounted_secret_key(manifests: &Manifests, workload: &str, path: &str) -> (String, String) {
     let path = Path::new(path);
     let (dir, file) = (path.parent().unwrap(), path.file_name().unwrap());
     let container = manifests.container(workload);
@@ -818,12 +848,7 @@ fn password_file(
         .find(|item| item["path"].as_str() == file.to_str())
         .and_then(|item| item["key"].as_str())
         .unwrap_or_else(|| panic!("{workload}: the Secret volume has no {file:?}"));
-    let local = tempfile::tempdir()
-        .expect("a temporary folder")
-        .keep()
-        .join("password");
-    std::fs::write(&local, format!("{}\n", secrets.get(secret, key))).unwrap();
-    local.display().to_string()
+    (secret.to_owned(), key.to_owned())
 }
 
 /// A gateway started with its Deployment's environment (see
@@ -841,11 +866,13 @@ pub async fn start_gateway(
 }
 
 /// A token the manifests' gateways accept: HS256 with the test value of the
-/// Secret key the gateway's `JWT_SECRET` comes from, reading and writing everything.
+/// Secret key the gateway's `JWT_SECRET_FILE` is mounted from, reading and writing
+/// everything.
 pub fn token(manifests: &Manifests, secrets: &TestSecrets, sub: &str) -> String {
-    let secret = manifests
+    let path = manifests
         .environment(manifests.container("gateway"), &|s, k| secrets.get(s, k))
-        .remove("JWT_SECRET")
-        .expect("the gateway's manifest sets JWT_SECRET");
+        .remove("JWT_SECRET_FILE")
+        .expect("the gateway's manifest sets JWT_SECRET_FILE");
+    let secret = secret_file_value(manifests, secrets, "gateway", &path);
     credentials::hs256(&secret, &credentials::claims(sub))
 }

@@ -115,9 +115,9 @@ impl Application {
             durability: config.durability,
             checkpoints: config.wal_checkpoints,
         };
-        let mut store = Store::open(&config.database_url, sqlite)
+        let mut store = Store::open(config.database(), sqlite)
             .await
-            .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+            .with_context(|| format!("opening the database {}", redact(config.database())))?;
         let relay = relay_redis(&config)?;
         if let Some((pool, relay_config)) = &relay {
             check_stream_not_ahead(&mut store, pool, relay_config).await?;
@@ -242,16 +242,16 @@ impl Application {
         tracing::info!(
             listen = %listener.local_addr()?,
             metrics_listen = metrics_addr.map(tracing::field::display),
-            database = %redact(&config.database_url),
+            database = %redact(config.database()),
             backend = ?store.backend(),
             epoch = store.epoch(),
             head_seq = store.head(),
             redis = config.redis_url.is_some(),
-            service_token = config.service_token.is_some(),
+            service_token = config.token().is_some(),
             tls = config.tls_cert.is_some(),
             "user-service listening"
         );
-        if config.service_token.is_none() {
+        if config.token().is_none() {
             tracing::warn!(
                 "no --service-token: any client that reaches this port may call every RPC"
             );
@@ -279,7 +279,7 @@ impl Application {
             .layer(cors_layer(&config.cors_allow_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(GrpcMetricsLayer)
-            .layer(ServiceAuthLayer::new(config.service_token.as_deref()))
+            .layer(ServiceAuthLayer::new(config.token()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

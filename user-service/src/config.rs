@@ -4,12 +4,19 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 pub use service_runtime::LogFormat;
+use service_runtime::secret::FileSecret;
 
 use crate::store::{Checkpoints, Durability, backend};
 
 /// `--database-url` as given, once its scheme names a backend this build has.
 fn database_url(text: &str) -> Result<String, String> {
     backend(text).map(|_| text.to_owned())
+}
+
+/// `--database-url-file`: the URL in the file, checked as `--database-url` is.
+fn database_url_file(path: &str) -> Result<FileSecret, String> {
+    let url = service_runtime::secret::read_file(std::path::Path::new(path), "database URL")?;
+    database_url(&url).map(FileSecret::new)
 }
 
 /// The user-service: owns the users database, serves users.v1 over gRPC and
@@ -53,6 +60,13 @@ pub struct Config {
         value_parser = database_url
     )]
     pub database_url: String,
+
+    /// `--database-url` read from this file (its first line): a mounted Secret,
+    /// such as the `uri` key CloudNativePG writes, so the database password stays
+    /// out of the environment. Not with `--database-url`.
+    #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH",
+          value_parser = database_url_file, conflicts_with = "database_url")]
+    pub database_url_file: Option<FileSecret>,
 
     /// What an answered write survives: `full` fsyncs every commit (survives a power
     /// loss; concurrent writes share commits), `normal` only survives a crash of the
@@ -121,6 +135,12 @@ pub struct Config {
           value_parser = service_runtime::secret::strong)]
     pub service_token: Option<String>,
 
+    /// `--service-token` read from this file (its first line): a mounted
+    /// Kubernetes Secret, kept out of the environment. Held to the same rule.
+    #[arg(long, env = "SERVICE_TOKEN_FILE", value_name = "PATH",
+          value_parser = service_runtime::secret::strong_file, conflicts_with = "service_token")]
+    pub service_token_file: Option<FileSecret>,
+
     /// PEM certificate chain: serve gRPC over TLS (with `--tls-key`).
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -131,6 +151,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The database's URL, from `--database-url` or its file.
+    pub fn database(&self) -> &str {
+        self.database_url_file
+            .as_ref()
+            .map_or(&self.database_url, FileSecret::expose)
+    }
+
+    /// The token callers must carry, from `--service-token` or its file.
+    pub fn token(&self) -> Option<&str> {
+        service_runtime::secret::given(
+            self.service_token.as_deref(),
+            self.service_token_file.as_ref(),
+        )
+    }
+
     /// The defaults, as a run with no flags and no environment would have them,
     /// but on a given database and a free port: what tests start from.
     pub fn for_tests(database_url: impl Into<String>) -> Config {
@@ -140,6 +175,7 @@ impl Config {
             first_request_timeout: Duration::from_secs(20),
             metrics_listen: None,
             database_url: database_url.into(),
+            database_url_file: None,
             durability: Durability::Full,
             wal_checkpoints: Checkpoints::Service,
             redis_url: None,
@@ -152,6 +188,7 @@ impl Config {
             seed_demo_user: false,
             log_format: LogFormat::Text,
             service_token: None,
+            service_token_file: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -219,6 +256,66 @@ mod tests {
             assert!(error.contains("--service-token"), "{error}");
         }
         assert!(parse("k3J9xQ2mVb7RtL0pZs8WcY4nHf6DgA1e").is_ok());
+    }
+
+    #[test]
+    fn the_database_url_may_come_from_a_file_checked_as_the_flag_is() {
+        let dir = std::env::temp_dir().join(format!("us-db-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("uri");
+        let path = file.to_str().unwrap();
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(["user-service", "--database-url-file"].iter().chain(args))
+        };
+        std::fs::write(&file, "postgresql://app:pw@users-db-rw:5432/app\n").unwrap();
+        let config = parse(&[path]).unwrap();
+        assert_eq!(
+            config.database(),
+            "postgresql://app:pw@users-db-rw:5432/app"
+        );
+        assert!(!format!("{config:?}").contains(":pw@"));
+        let both = parse(&[path, "--database-url", "sqlite://x.db"]);
+        assert!(
+            both.unwrap_err()
+                .to_string()
+                .contains("cannot be used with")
+        );
+        std::fs::write(&file, "mysql://root@h/app\n").unwrap();
+        let error = parse(&[path]).unwrap_err().to_string();
+        assert!(error.contains("postgres://"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            Config::try_parse_from(["user-service"]).unwrap().database(),
+            "sqlite://data/users.db"
+        );
+    }
+
+    #[test]
+    fn the_service_token_may_come_from_a_file_held_to_the_same_rule() {
+        let dir = std::env::temp_dir().join(format!("us-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("service-token");
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(["user-service", "--service-token-file"].iter().chain(args))
+        };
+        let path = file.to_str().unwrap();
+        std::fs::write(&file, "k3J9xQ2mVb7RtL0pZs8WcY4nHf6DgA1e\n").unwrap();
+        let config = parse(&[path]).unwrap();
+        assert_eq!(config.token(), Some("k3J9xQ2mVb7RtL0pZs8WcY4nHf6DgA1e"));
+        let both = parse(&[path, "--service-token", "k3J9xQ2mVb7RtL0pZs8WcY4nHf6DgA1e"]);
+        assert!(
+            both.unwrap_err()
+                .to_string()
+                .contains("cannot be used with")
+        );
+        std::fs::write(&file, "CHANGE-ME-not-a-real-service-token\n").unwrap();
+        let error = parse(&[path]).unwrap_err().to_string();
+        assert!(
+            error.contains("--service-token-file") && error.contains("placeholder"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(parse(&[path]).unwrap_err().to_string().contains("reading"));
     }
 
     #[test]

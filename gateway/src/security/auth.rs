@@ -21,6 +21,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
+use service_runtime::secret::FileSecret;
 
 use crate::error::AuthError;
 
@@ -88,6 +89,12 @@ pub struct AuthConfig {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
+    /// `--jwt-secret` read from this file (its first line): a mounted Kubernetes
+    /// Secret, kept out of the environment and `ps`.
+    #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH", global = true,
+          value_parser = service_runtime::secret::file, conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<FileSecret>,
+
     /// RS256/ES256: path of the PEM public key tokens are verified with.
     #[arg(long, env = "JWT_PUBLIC_KEY", global = true)]
     pub jwt_public_key: Option<PathBuf>,
@@ -103,6 +110,13 @@ pub struct AuthConfig {
     /// Clock skew allowed on `exp` and `nbf`.
     #[arg(long, env = "JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub jwt_leeway: Duration,
+}
+
+impl AuthConfig {
+    /// The HS256 key, from `--jwt-secret` or its file.
+    pub fn hs256_secret(&self) -> Option<&str> {
+        service_runtime::secret::given(self.jwt_secret.as_deref(), self.jwt_secret_file.as_ref())
+    }
 }
 
 /// A token's claims, as far as the gateway reads them; others are ignored.
@@ -356,7 +370,7 @@ impl Authenticator {
 fn decoding_key(config: &AuthConfig) -> anyhow::Result<DecodingKey> {
     match (
         config.jwt_algorithm,
-        &config.jwt_secret,
+        config.hs256_secret(),
         &config.jwt_public_key,
     ) {
         (_, Some(_), Some(_)) => {
@@ -369,8 +383,9 @@ fn decoding_key(config: &AuthConfig) -> anyhow::Result<DecodingKey> {
             Ok(DecodingKey::from_secret(secret.as_bytes()))
         }
         (JwtAlgorithm::Hs256, None, _) => bail!(
-            "--auth jwt with HS256 needs --jwt-secret (JWT_SECRET); for local development \
-             only, --auth none turns authentication off"
+            "--auth jwt with HS256 needs --jwt-secret (JWT_SECRET) or --jwt-secret-file \
+             (JWT_SECRET_FILE); for local development only, --auth none turns \
+             authentication off"
         ),
         (algorithm, None, Some(path)) => {
             let pem = std::fs::read(path)
@@ -447,6 +462,30 @@ mod tests {
         assert!(Authenticator::new(&config).is_err());
         let short = super::tests::config(&["--jwt-secret", "short"]);
         assert!(Authenticator::new(&short).is_err());
+    }
+
+    #[test]
+    fn the_key_may_come_from_a_file_and_is_held_to_the_same_length() {
+        let dir = std::env::temp_dir().join(format!("jwt-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jwt-secret");
+        let path = file.to_str().unwrap();
+        std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+        let from_file = config(&["--jwt-secret-file", path]);
+        let minted = token(&config(&["--jwt-secret", SECRET]), &[], false);
+        let caller = Authenticator::new(&from_file)
+            .unwrap()
+            .authenticate(Some(&minted))
+            .unwrap();
+        assert!(caller.write);
+        std::fs::write(&file, "short\n").unwrap();
+        let short = config(&["--jwt-secret-file", path]);
+        let error = Authenticator::new(&short).err().unwrap().to_string();
+        assert!(error.contains("at least 32"), "{error}");
+        let both =
+            Flags::try_parse_from(["gateway", "--jwt-secret", SECRET, "--jwt-secret-file", path]);
+        assert!(both.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -29,10 +29,9 @@ pub fn mint(config: &AuthConfig, mint: &Mint) -> anyhow::Result<String> {
     if config.jwt_algorithm != JwtAlgorithm::Hs256 {
         bail!("gateway token signs HS256 only; tokens for RS256/ES256 come from their issuer");
     }
-    let secret = config
-        .jwt_secret
-        .as_deref()
-        .context("gateway token needs the secret: --jwt-secret or JWT_SECRET")?;
+    let secret = config.hs256_secret().context(
+        "gateway token needs the secret: --jwt-secret (JWT_SECRET) or --jwt-secret-file",
+    )?;
     if secret.len() < MIN_SECRET_LEN {
         bail!("--jwt-secret must be at least {MIN_SECRET_LEN} bytes");
     }

@@ -82,6 +82,26 @@ async fn the_user_service_runs_with_its_manifest_and_answers_its_probes() {
         metrics.body
     );
 
+    // The service token is demanded: the one in the file SERVICE_TOKEN_FILE
+    // names (the Secret's key, mounted), and no call goes through without it.
+    use users_proto::v1::{ListUsersRequest, user_service_client::UserServiceClient};
+    let mut client = UserServiceClient::connect(users.url()).await.unwrap();
+    let refused = client
+        .list_users(ListUsersRequest::default())
+        .await
+        .expect_err("a call without the service token is refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let path = setting(&manifests, &secrets, "user-service", "SERVICE_TOKEN_FILE");
+    let token = manifests::secret_file_value(&manifests, &secrets, "user-service", &path);
+    let mut request = tonic::Request::new(ListUsersRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    client
+        .list_users(request)
+        .await
+        .expect("a call with the mounted token goes through");
+
     // LOG_FORMAT=json: every line a JSON object.
     for line in users.process.logs() {
         assert!(
@@ -207,11 +227,17 @@ async fn a_gateway_given_the_placeholder_jwt_key_refuses_to_start() {
     let mut environment =
         manifests::gateway_environment(&manifests, &secrets, "http://127.0.0.1:1", &redis);
     let placeholder = manifests.secret_value("users-secrets", "jwt-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwt-secret");
+    std::fs::write(&file, format!("{placeholder}\n")).unwrap();
+    let mut replaced = false;
     for (name, value) in &mut environment {
-        if name == "JWT_SECRET" {
-            *value = placeholder.clone();
+        if name == "JWT_SECRET_FILE" {
+            *value = file.display().to_string();
+            replaced = true;
         }
     }
+    assert!(replaced, "the gateway reads its key from JWT_SECRET_FILE");
     let started = manifests::start_with_environment("gateway", &environment).await;
     let error = started
         .err()

@@ -89,17 +89,26 @@ fn no_keys_are_committed_and_settings_changes_roll_the_pods() {
     // The example's keys are exactly the ones the pods use, and its values are
     // placeholders: the JWT one too short for HS256, so a gateway started with it
     // refuses to start (checked in running.rs).
-    let used: BTreeSet<String> = manifests
+    let from_env = manifests
         .workloads()
         .flat_map(|w| manifests::pod_containers(&w["spec"]["template"]["spec"]))
         .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
         .filter(|v| v["valueFrom"]["secretKeyRef"]["name"] == "users-secrets")
-        .map(|v| {
-            v["valueFrom"]["secretKeyRef"]["key"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+        .map(|v| v["valueFrom"]["secretKeyRef"]["key"].clone());
+    let from_files = manifests
+        .workloads()
+        .flat_map(|w| {
+            w["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
         })
+        .filter(|v| v["secret"]["secretName"] == "users-secrets")
+        .flat_map(|v| v["secret"]["items"].as_array().cloned().unwrap_or_default())
+        .map(|item| item["key"].clone());
+    let used: BTreeSet<String> = from_env
+        .chain(from_files)
+        .map(|key| key.as_str().unwrap().to_owned())
         .collect();
     let example: BTreeSet<String> = manifests::env_file(&dir.join("secrets.env.example"))
         .into_iter()
@@ -109,6 +118,20 @@ fn no_keys_are_committed_and_settings_changes_roll_the_pods() {
         used, example,
         "secrets.env.example has the keys the pods use"
     );
+    // Our binaries read the keys from mounted files, never from the environment
+    // (which child processes inherit and /proc shows), in every variant.
+    for variant in variants() {
+        for name in ["gateway", "user-service"] {
+            let container = variant.manifests.container(name);
+            for variable in container["env"].as_array().into_iter().flatten() {
+                assert_ne!(
+                    variable["valueFrom"]["secretKeyRef"]["name"], "users-secrets",
+                    "{}: {name} takes {} from the environment",
+                    variant.name, variable["name"]
+                );
+            }
+        }
+    }
     let jwt = manifests.secret_value("users-secrets", "jwt-secret");
     assert!(jwt.contains("CHANGE-ME") && jwt.len() < 32, "{jwt}");
     let token = manifests.secret_value("users-secrets", "service-token");
@@ -338,16 +361,17 @@ fn postgres_user_service(manifests: &Manifests, secrets: &TestSecrets, variant: 
                 && selects(&match_labels(&t["labelSelector"]), labels)),
         "{variant}: the user-service replicas keep apart by node"
     );
-    // DATABASE_URL from the Secret CloudNativePG makes for the Cluster's owner:
-    // <cluster>-app, key uri.
-    let container = manifests.container("user-service");
-    let url = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "DATABASE_URL")
-        .expect("DATABASE_URL is set");
-    let from = &url["valueFrom"]["secretKeyRef"];
+    // The database URL from the Secret CloudNativePG makes for the Cluster's
+    // owner (<cluster>-app, key uri), mounted as the file DATABASE_URL_FILE names.
+    let environment = manifests.environment(manifests.container("user-service"), &|s, k| {
+        secrets.get(s, k)
+    });
+    assert!(!environment.contains_key("DATABASE_URL"), "{variant}");
+    let path = environment
+        .get("DATABASE_URL_FILE")
+        .expect("DATABASE_URL_FILE is set");
+    let (secret, key) = manifests::mounted_secret_key(manifests, "user-service", path);
+    let from = json!({"name": secret, "key": key});
     let cluster = manifests
         .of_kind("Cluster")
         .next()
