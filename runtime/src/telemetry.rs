@@ -157,6 +157,50 @@ pub fn failed(span: &tracing::Span, why: &str) {
     span.set_status(opentelemetry::trace::Status::error(why.to_owned()));
 }
 
+/// gRPC codes that make a server span an error, as OpenTelemetry's conventions
+/// for RPC say: the server failed, not the caller (NOT_FOUND, INVALID_ARGUMENT,
+/// FAILED_PRECONDITION… are answers, not failures).
+const GRPC_SERVER_FAILURES: [i32; 6] = [
+    2,  // UNKNOWN
+    4,  // DEADLINE_EXCEEDED
+    12, // UNIMPLEMENTED
+    13, // INTERNAL
+    14, // UNAVAILABLE
+    15, // DATA_LOSS
+];
+
+/// Whether a server span that ended with gRPC `code` is an error.
+pub fn grpc_server_failed(code: i32) -> bool {
+    GRPC_SERVER_FAILURES.contains(&code)
+}
+
+/// Records on the server span of a gRPC call how it ended, from its response
+/// `headers`: `rpc.grpc.status_code`, and an error status when
+/// [`grpc_server_failed`]. A refused call ends in its headers (trailers-only);
+/// one without `grpc-status` there succeeded so far (its status comes in the
+/// trailers: OK). Nothing when export is off.
+pub fn grpc_served(span: &tracing::Span, headers: &HeaderMap) {
+    if EXPORTING.get().is_none() || span.is_disabled() {
+        return;
+    }
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0);
+    span.set_attribute("rpc.grpc.status_code", i64::from(code));
+    if grpc_server_failed(code) {
+        let message = headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let name = crate::metrics::grpc_code_name(code);
+        span.set_status(opentelemetry::trace::Status::error(format!(
+            "{name}: {message}"
+        )));
+    }
+}
+
 /// Makes `span` a child of the trace `headers` carry (`traceparent`,
 /// `tracestate`), when export is on and they carry one. Call before the span is
 /// first entered.
@@ -226,6 +270,25 @@ mod tests {
         assert_eq!(
             out.get("traceparent").unwrap(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+    }
+
+    #[test]
+    fn only_the_servers_own_failures_make_a_server_span_an_error() {
+        let failures: Vec<&str> = (0..17)
+            .filter(|&code| grpc_server_failed(code))
+            .map(crate::metrics::grpc_code_name)
+            .collect();
+        assert_eq!(
+            failures,
+            [
+                "UNKNOWN",
+                "DEADLINE_EXCEEDED",
+                "UNIMPLEMENTED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS"
+            ]
         );
     }
 

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::{
         trace_service_server::{TraceService, TraceServiceServer},
     },
     common::v1::any_value::Value as AnyValue,
-    trace::v1::span::SpanKind,
+    trace::v1::{span::SpanKind, status::StatusCode},
 };
 use serde_json::json;
 use tokio::process::Command;
@@ -35,6 +35,8 @@ struct Received {
     span_id: String,
     parent_span_id: String,
     attributes: HashMap<String, String>,
+    /// The span's status: unset, OK or ERROR.
+    status: StatusCode,
 }
 
 /// The receiver: keeps every span exported to it.
@@ -68,6 +70,7 @@ impl TraceService for Collector {
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
                     attributes: attributes(&span.attributes),
+                    status: span.status.map_or(StatusCode::Unset, |s| s.code()),
                 });
             }
         }
@@ -83,6 +86,7 @@ fn attributes(
         .map(|kv| {
             let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(AnyValue::StringValue(s)) => s.clone(),
+                Some(AnyValue::IntValue(i)) => i.to_string(),
                 other => format!("{other:?}"),
             };
             (kv.key.clone(), value)
@@ -249,9 +253,36 @@ async fn one_write_is_one_trace_across_both_services() {
     assert_eq!(request.attributes["http.route"], "/api/users/{id}/");
     assert_write_chain(&spans, "PATCH /api/users/{id}/", "UpdateUser");
 
-    // A GET is traced too, without a batch; a refused call marks its spans.
+    // A GET is traced too, without a batch. NOT_FOUND is the caller's miss: the
+    // gateway's call failed (an error on its client span), but neither server
+    // failed (the user-service's span records the code, not an error; the 404 is
+    // no error of the request's).
     let reply = http.get("/api/users/999999/").await;
     assert_eq!(reply.status, 404);
+    let get = eventually(
+        Poll::within(STEP_TIMEOUT).every(Duration::from_millis(50)),
+        "the GET's request span",
+        async || {
+            let spans = collector.spans();
+            let root = spans
+                .iter()
+                .find(|s| s.name == "GET /api/users/{id}/" && s.parent_span_id.is_empty());
+            root.map(|s| s.trace_id.clone()).ok_or_else(String::new)
+        },
+    )
+    .await;
+    let spans = collector.trace(&get, 3).await;
+    assert_eq!(
+        one(&spans, "gateway", "GET /api/users/{id}/").status,
+        StatusCode::Unset
+    );
+    assert_eq!(
+        one(&spans, "gateway", "users.v1.UserService/GetUser").status,
+        StatusCode::Error
+    );
+    let served = one(&spans, "user-service", "users.v1.UserService/GetUser");
+    assert_eq!(served.attributes["rpc.grpc.status_code"], "5");
+    assert_eq!(served.status, StatusCode::Unset);
 
     // Give the exporters a few batch delays, then: every span belongs to a
     // request's trace (none from probes, health checks or the event watch).

@@ -16,7 +16,7 @@ use std::{
 use service_runtime::log_limit::LogLimit;
 use tonic::Status;
 use tower::{Layer, Service};
-use tracing::{Instrument, instrument::Instrumented};
+use tracing::Instrument;
 
 /// Path prefix of the RPCs the token guards.
 const GUARDED_PREFIX: &str = "/users.v1.UserService/";
@@ -63,12 +63,13 @@ impl<S, B, R> Service<http::Request<B>> for ServiceAuth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
-    R: Default,
+    R: Default + 'static,
+    S::Error: 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = futures::future::Either<
-        Instrumented<S::Future>,
+        futures::future::BoxFuture<'static, Result<http::Response<R>, S::Error>>,
         std::future::Ready<Result<http::Response<R>, S::Error>>,
     >;
 
@@ -79,8 +80,8 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         if !path.starts_with(GUARDED_PREFIX) {
-            let call = self.inner.call(request);
-            return futures::future::Either::Left(call.instrument(tracing::Span::none()));
+            let call = self.inner.call(request).instrument(tracing::Span::none());
+            return futures::future::Either::Left(Box::pin(call));
         }
         let method = &path[GUARDED_PREFIX.len()..];
         let request_id = service_runtime::request_id::from_header(
@@ -149,7 +150,12 @@ where
         );
         service_runtime::telemetry::continue_trace(&span, request.headers());
         let call = span.in_scope(|| self.inner.call(request));
-        futures::future::Either::Left(call.instrument(span))
+        let call = call.instrument(span.clone());
+        futures::future::Either::Left(Box::pin(async move {
+            let response = call.await?;
+            service_runtime::telemetry::grpc_served(&span, response.headers());
+            Ok(response)
+        }))
     }
 }
 
